@@ -1,0 +1,63 @@
+"""`crud-gen`: the config front door. `crud-gen configs/product.textproto -o generated`.
+
+Also replays a request saved by the plugin (`--request dump.bin`), which is the quickest way
+to debug what `buf generate` sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from google.protobuf.compiler import plugin_pb2
+
+from . import __version__, builder, descriptors, textproto
+from .diagnostics import GenerationError
+from .generate import generate
+from .params import ParameterError
+from .params import parse as parse_parameters
+from .targets import TARGETS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crud-gen", description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", help="a crud.v1.Backend textproto file")
+    parser.add_argument("-o", "--out", default="generated", help="output folder (generated)")
+    parser.add_argument("--target", action="append", choices=sorted(TARGETS),
+                        help="generate only this target (repeatable)")
+    parser.add_argument("--request", help="replay a CodeGeneratorRequest saved by the plugin")
+    parser.add_argument("--version", action="version", version=f"crud-gen {__version__}")
+    args = parser.parse_args(argv)
+    if bool(args.config) == bool(args.request):
+        parser.error("give a config file or --request, not both")
+    try:
+        if args.request:
+            request = plugin_pb2.CodeGeneratorRequest.FromString(Path(args.request).read_bytes())
+            targets = args.target or parse_parameters(request.parameter).targets
+            message, sources = descriptors.load(request)
+        else:
+            path = Path(args.config)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                print(f"crud-gen: cannot read {path}: {exc.strerror}", file=sys.stderr)
+                return 2
+            message, sources = textproto.load(text, str(args.config))
+            targets = args.target
+        files = generate(builder.build(message, sources), targets)
+    except (GenerationError, ParameterError) as exc:
+        print(exc, file=sys.stderr)
+        print(f"crud-gen: nothing written to {args.out}", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    for rel, text in files.items():
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    print(f"crud-gen: wrote {len(files)} files to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""PostgreSQL types: the SqlType enum mapped to the spelling PostgreSQL itself prints.
+
+Migrations compare a column's current type (`format_type()`) with the wanted one as plain
+strings, so the spelling here must be exactly PostgreSQL's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import date, datetime, time
+
+BASE = {
+    "TEXT": "text",
+    "INTEGER": "integer",
+    "BIGINT": "bigint",
+    "SMALLINT": "smallint",
+    "DECIMAL": "numeric",
+    "REAL": "real",
+    "DOUBLE": "double precision",
+    "BOOLEAN": "boolean",
+    "UUID": "uuid",
+    "TIMESTAMPTZ": "timestamp with time zone",
+    "TIMESTAMP": "timestamp without time zone",
+    "DATE": "date",
+    "TIME": "time without time zone",
+    "INTERVAL": "interval",
+    "JSON": "json",
+    "JSONB": "jsonb",
+    "BYTEA": "bytea",
+    "SERIAL": "integer",
+    "BIGSERIAL": "bigint",
+}
+
+TEXT_KINDS = frozenset({"TEXT"})
+IDENTITY_KINDS = frozenset({"SERIAL", "BIGSERIAL"})
+_INT_RANGE = {
+    "SMALLINT": 2**15,
+    "INTEGER": 2**31,
+    "SERIAL": 2**31,
+    "BIGINT": 2**63,
+    "BIGSERIAL": 2**63,
+}
+_BOOLEAN_WORDS = {"true", "false", "t", "f", "yes", "no", "on", "off", "1", "0", "y", "n"}
+
+
+def sql_type(kind: str, array: bool, precision: int | None, scale: int | None) -> str:
+    """The full column type, e.g. numeric(10,2) or text[]."""
+    base = BASE[kind]
+    if kind == "DECIMAL" and precision:
+        base = f"numeric({precision},{scale or 0})"
+    return base + ("[]" if array else "")
+
+
+def literal_problem(kind: str, array: bool, text: str) -> str | None:
+    """Why `text` is not a valid literal of the type, or None when it is (or cannot be told)."""
+    if array:
+        return None if text.startswith("{") and text.endswith("}") else (
+            "an array literal is written like {a,b,c}"
+        )
+    try:
+        if kind in _INT_RANGE:
+            value = int(text)
+            if not -_INT_RANGE[kind] <= value < _INT_RANGE[kind]:
+                return f"{text} is out of range for {BASE[kind]}"
+        elif kind in {"DECIMAL", "REAL", "DOUBLE"}:
+            float(text)
+        elif kind == "BOOLEAN":
+            if text.strip().lower() not in _BOOLEAN_WORDS:
+                return f"{text!r} is not a boolean (use true or false)"
+        elif kind == "UUID":
+            uuid.UUID(text)
+        elif kind in {"JSON", "JSONB"}:
+            json.loads(text)
+        elif kind == "DATE":
+            date.fromisoformat(text)
+        elif kind in {"TIMESTAMP", "TIMESTAMPTZ"}:
+            if text.lower() not in {"now", "infinity", "-infinity"}:
+                datetime.fromisoformat(text)
+        elif kind == "TIME":
+            time.fromisoformat(text)
+    except ValueError:
+        return f"{text!r} is not a valid {BASE[kind]} value"
+    return None
+
+
+_INTERVAL = re.compile(
+    r"^\s*(\d+)\s*(second|sec|minute|min|hour|day|week)s?\s*$", re.IGNORECASE
+)
+_UNIT_SECONDS = {"second": 1, "sec": 1, "minute": 60, "min": 60, "hour": 3600, "day": 86400,
+                 "week": 604800}
+
+
+def interval_seconds(text: str) -> int | None:
+    """Seconds in an interval written like "5 minutes", "1 hour" or "1 day"; None if invalid."""
+    match = _INTERVAL.match(text)
+    if not match or int(match.group(1)) == 0:
+        return None
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+
+
+def format_interval(seconds: int) -> str:
+    """The canonical spelling of an interval, in the largest whole unit."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}" + ("s" if count != 1 else "")
+    return f"{seconds} second" + ("s" if seconds != 1 else "")

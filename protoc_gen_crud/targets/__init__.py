@@ -1,0 +1,18 @@
+"""One module per infrastructure target; each turns the model into files.
+
+A target is a function `render(backend) -> dict[path, text]`, paths relative to the output
+directory. Targets read only the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..model import Backend
+from . import postgres
+
+Target = Callable[[Backend], dict[str, str]]
+
+TARGETS: dict[str, Target] = {
+    "postgres": postgres.render,
+}
