@@ -601,6 +601,9 @@ class Builder:
             default = (auth.authenticated_role,)
             lists = {"read": default, "create": default, "update": default, "delete": default,
                      "admin_roles": ()}
+        # PostgreSQL needs SELECT to find the rows an UPDATE or DELETE filters on (and
+        # PostgREST to return them), so changing implies reading.
+        lists["read"] = tuple(dict.fromkeys(lists["read"] + lists["update"] + lists["delete"]))
         owner = a.owner_field
         if owner:
             col = columns.get(owner)
@@ -719,7 +722,7 @@ class Builder:
                 result.append(model.Endpoint(
                     path=ep.path, base_path=base, method=method, description=ep.description,
                     query=ep.sql_query.strip().rstrip(";").strip(), function=fname,
-                    params=tuple(params), roles=roles,
+                    params=tuple(params), roles=roles, security_definer=ep.security_definer,
                 ))
         self.unique(seen, "custom endpoint function", "the backend")
         self.unique(routes, "custom endpoint route", "the backend")

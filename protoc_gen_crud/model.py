@@ -126,6 +126,7 @@ class Endpoint:
     function: str
     params: tuple[Param, ...]
     roles: tuple[str, ...]
+    security_definer: bool
 
     @property
     def volatility(self) -> str:

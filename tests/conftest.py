@@ -1,0 +1,58 @@
+"""Fixtures: one real PostgreSQL (wal_level=logical) per test session, a database per test."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from protoc_gen_crud.devstack import PostgresServer
+
+from .support import write_tree
+
+_counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-goldens", action="store_true",
+                     help="rewrite testdata/golden from the current output")
+
+
+@pytest.fixture(scope="session")
+def pg():
+    server = PostgresServer().start()
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.cleanup()
+
+
+class Database:
+    """A fresh database on the session server, plus ways to migrate and query it."""
+
+    def __init__(self, server: PostgresServer, name: str):
+        self.server, self.name = server, name
+        server.create_database(name)
+
+    def migrate(self, files: dict[str, str], folder: Path, env=None):
+        """Write generated files to `folder` and apply migrations/migrate.psql with psql."""
+        write_tree(files, folder)
+        return self.server.run_psql(self.name, "-f", "migrate.psql",
+                                    cwd=str(folder / "migrations"), env=env)
+
+    def connect(self, **kwargs) -> psycopg.Connection:
+        return psycopg.connect(self.server.dsn(self.name), **kwargs)
+
+    def query(self, sql: str, params=None) -> list[tuple]:
+        """Run one statement; its rows, or [] for a statement that returns none."""
+        with self.connect(autocommit=True) as conn:
+            cursor = conn.execute(sql, params)
+            return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture
+def database(pg) -> Database:
+    return Database(pg, f"t{next(_counter)}")
