@@ -852,6 +852,10 @@ class Builder:
                      for r in rules if r.output_table)
         names: dict[str, Path] = {}
         for path, name in items:
+            if name in names and names[name][:1] + names[name][2:] == path[:1] + path[2:] == (
+                "entity", "name"
+            ):
+                continue  # two entities of one name: already reported as a duplicate entity
             if name in names and names[name] != path:
                 first = self.report.sources.find(names[name])
                 self.error(path, f"{name!r} is already the name of another table or index in "

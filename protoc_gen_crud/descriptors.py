@@ -109,7 +109,14 @@ class Registry:
     def location(self, file: descriptor_pb2.FileDescriptorProto, path: tuple[int, ...]) -> (
         Location | None
     ):
-        loc = self.spans.get(file.name, {}).get(path)
+        """Where `path` was written; for an option set field by field, like
+        `(crud.v1.field).type = ...`, protoc records only longer paths, so the earliest of
+        those stands for the whole option."""
+        spans = self.spans.get(file.name, {})
+        loc = spans.get(path)
+        if loc is None:
+            below = [v for k, v in spans.items() if k[: len(path)] == path and v.span]
+            loc = min(below, key=lambda v: (v.span[0], v.span[1]), default=None)
         if loc is None or not loc.span:
             return None
         return Location(file.name, loc.span[0] + 1, loc.span[1] + 1)
@@ -216,6 +223,8 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
     option = field.options.Extensions[pb.field]
     option_place = registry.location(f, path + (_FIELD_OPTIONS, _FIELD_EXT))
     sources.add(where, here)
+    if option_place and option.name:
+        sources.add(where + ("name",), option_place)
     sources.add(where + ("name",), registry.location(f, path + (_FIELD_NAME,)) or here)
     type_place = registry.location(f, path + (_FIELD_TYPE_NAME,)) or registry.location(
         f, path + (_FIELD_TYPE,))
@@ -261,7 +270,8 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
         if repeated or is_map:
             out.constraints.not_null = True
             if not out.HasField("default_value") and not out.HasField("default_expression"):
-                out.default_value = "{}" if as_array else "[]"
+                # An empty array literal, an empty JSON object for maps, an empty JSON list.
+                out.default_value = "{}" if as_array or is_map else "[]"
         else:
             out.constraints.not_null = not _explicit_presence(registry, message, field)
 

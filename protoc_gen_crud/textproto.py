@@ -75,6 +75,7 @@ class _Scanner:
             repeated = field.is_repeated
             tok.TryConsume(":")
             if repeated and tok.token == "[":
+                self.sources.add(prefix + (name,), place)
                 tok.NextToken()
                 while tok.token != "]":
                     index = counts.get(name, 0)
@@ -84,6 +85,8 @@ class _Scanner:
                 tok.NextToken()
             else:
                 index = counts.get(name, 0)
+                if repeated:
+                    self.sources.add(prefix + (name,), place)
                 path = prefix + ((name, index) if repeated else (name,))
                 self.value(field, path, place)
                 counts[name] = index + 1

@@ -30,7 +30,7 @@ def _entity(backend: Backend, entity: Entity) -> str:
         ("INSERT", access.create),
         ("UPDATE", access.update),
         ("DELETE", access.delete),
-        ("ALL", access.admin_roles),
+        ("SELECT, INSERT, UPDATE, DELETE", access.admin_roles),
     ]
     constraint_names = [c.name for c in entity.checks] + [
         f"{entity.name}_{c.name}_key" for c in entity.columns if c.unique

@@ -1,0 +1,232 @@
+"""The plugin as protoc and buf run it: parameters, errors, request dumps, presence rules."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from google.protobuf.compiler import plugin_pb2
+
+from protoc_gen_crud import __version__
+from protoc_gen_crud.plugin import run
+from protoc_gen_crud.resources import proto_include_dir
+
+from .support import BIN, EXAMPLES_DIR, PLUGIN, from_textproto, protoc, read_tree
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def test_version_and_include_path():
+    version = subprocess.run([str(PLUGIN), "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == f"protoc-gen-crud {__version__}"
+    include = subprocess.run([str(PLUGIN), "--include-path"], capture_output=True, text=True)
+    assert (Path(include.stdout.strip()) / "crud" / "v1" / "options.proto").is_file()
+
+
+def test_target_parameter_selects_targets(tmp_path):
+    done = protoc(EXAMPLES_DIR / "product" / "product.proto", tmp_path,
+                  parameter="target=postgres")
+    assert done.returncode == 0, done.stderr
+    assert {p.split("/")[0] for p in read_tree(tmp_path)} == {"migrations"}
+
+
+@pytest.mark.parametrize(("parameter", "message"), [
+    ("colour=blue", "unknown plugin parameter 'colour'"),
+    ("target=mongodb", "unknown target 'mongodb'"),
+    ("target", "is not key=value"),
+])
+def test_bad_parameters_are_errors(parameter, message, tmp_path):
+    done = protoc(EXAMPLES_DIR / "product" / "product.proto", tmp_path, parameter=parameter)
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert not any(tmp_path.rglob("*"))
+
+
+def test_repeated_parameters_accumulate():
+    request = plugin_pb2.CodeGeneratorRequest(parameter="target=postgres,target=postgres")
+    response = run(request)
+    assert "unknown" not in response.error
+
+
+def test_request_dump_replays_to_the_same_output(tmp_path):
+    dump = tmp_path / "request.bin"
+    out = tmp_path / "out"
+    done = protoc(EXAMPLES_DIR / "order" / "order.proto", out,
+                  env={"PROTOC_GEN_CRUD_DUMP_REQUEST": str(dump)})
+    assert done.returncode == 0, done.stderr
+    replay = subprocess.run([str(BIN / "crud-gen"), "--request", str(dump), "-o",
+                             str(tmp_path / "replay")], capture_output=True, text=True)
+    assert replay.returncode == 0, replay.stderr
+    assert read_tree(tmp_path / "replay") == read_tree(out)
+    raw = subprocess.run([str(PLUGIN)], input=dump.read_bytes(), capture_output=True)
+    response = plugin_pb2.CodeGeneratorResponse.FromString(raw.stdout)
+    assert {f.name: f.content for f in response.file} == read_tree(out)
+
+
+def test_presence_decides_null_and_types_are_inferred(tmp_path):
+    write(tmp_path, "shapes.proto", """
+        syntax = "proto3";
+        package shapes.v1;
+        import "crud/v1/options.proto";
+        import "google/protobuf/timestamp.proto";
+        import "google/protobuf/wrappers.proto";
+        message Shape {
+          option (crud.v1.entity) = {};
+          enum Kind { KIND_UNSPECIFIED = 0; KIND_ROUND = 1; KIND_SQUARE_ISH = 2; }
+          string label = 1;
+          optional string note = 2;
+          int32 small = 3;
+          int64 big = 4;
+          uint64 huge = 5;
+          bool flag = 6;
+          double ratio = 7;
+          float rough = 8;
+          bytes blob = 9;
+          google.protobuf.Timestamp seen_at = 10;
+          Kind kind = 11;
+          repeated string labels = 12;
+          map<string, string> extra = 13;
+          google.protobuf.Int32Value maybe = 14;
+          string forced = 15 [(crud.v1.field).constraints.not_null = false];
+          oneof choice { string left = 16; string right = 17; }
+        }
+    """)
+    done = protoc(tmp_path / "shapes.proto", tmp_path / "out", parameter="target=postgres")
+    assert done.returncode == 0, done.stderr
+    table = (tmp_path / "out" / "migrations" / "0100_shape.sql").read_text()
+    for line in [
+        '"label" text NOT NULL,', '"note" text,', '"small" integer NOT NULL,',
+        '"big" bigint NOT NULL,', '"huge" numeric(20,0) NOT NULL,', '"flag" boolean NOT NULL,',
+        '"ratio" double precision NOT NULL,', '"rough" real NOT NULL,',
+        '"blob" bytea NOT NULL,', '"seen_at" timestamp with time zone,',
+        '"kind" text NOT NULL,', "\"labels\" text[] DEFAULT '{}'::text[] NOT NULL,",
+        "\"extra\" jsonb DEFAULT '{}'::jsonb NOT NULL,", '"maybe" integer,', '"forced" text,',
+        '"left" text,', '"right" text,',
+    ]:
+        assert f"    {line}" in table, line
+    assert "CHECK (\"kind\" IN (''round'', ''square_ish''))" in table
+
+
+def test_proto2_and_editions_presence(tmp_path):
+    write(tmp_path, "two.proto", """
+        syntax = "proto2";
+        package two.v1;
+        import "crud/v1/options.proto";
+        message Legacy {
+          option (crud.v1.entity) = {};
+          required string code = 1;
+          optional string note = 2;
+        }
+    """)
+    write(tmp_path, "ed.proto", """
+        edition = "2023";
+        package ed.v1;
+        import "crud/v1/options.proto";
+        message Modern {
+          option (crud.v1.entity) = {};
+          string plain = 1;
+          string strict = 2 [features.field_presence = IMPLICIT];
+        }
+    """)
+    for name, expected in (("two", ['"code" text NOT NULL,', '"note" text,']),
+                           ("ed", ['"plain" text,', '"strict" text NOT NULL,'])):
+        done = protoc(tmp_path / f"{name}.proto", tmp_path / name, parameter="target=postgres")
+        assert done.returncode == 0, done.stderr
+        table = next((tmp_path / name / "migrations").glob("0100_*.sql")).read_text()
+        for line in expected:
+            assert f"    {line}" in table, (name, line)
+
+
+@pytest.fixture
+def buf_workspace(tmp_path):
+    """A buf v2 workspace: the options module plus an app module split over two files."""
+    shutil.copytree(proto_include_dir(), tmp_path / "proto")
+    source = (EXAMPLES_DIR / "storefront" / "storefront.proto").read_text()
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "storefront.proto").write_text(source)
+    (tmp_path / "buf.yaml").write_text(
+        "version: v2\nmodules:\n  - path: proto\n  - path: app\n")
+    (tmp_path / "buf.gen.yaml").write_text(
+        "version: v2\nplugins:\n  - local: protoc-gen-crud\n    out: generated\n"
+        "    strategy: all\ninputs:\n  - directory: app\n")
+    return tmp_path
+
+
+def run_buf(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "BUF_CACHE_DIR": str(folder / ".cache")}
+    return subprocess.run([str(BIN / "buf"), *args], cwd=folder, capture_output=True,
+                          text=True, env=env)
+
+
+def test_buf_generate_strategy_all(buf_workspace):
+    done = run_buf(buf_workspace, "generate")
+    assert done.returncode == 0, done.stderr
+    expected = from_textproto(EXAMPLES_DIR / "storefront" / "storefront.textproto")
+    assert read_tree(buf_workspace / "generated") == expected
+
+
+def test_buf_one_backend_over_several_files(buf_workspace):
+    """Entities spread over files of one module still form one backend with strategy: all."""
+    app = buf_workspace / "app"
+    source = (app / "storefront.proto").read_text()
+    head, _, rest = source.partition("message Customer {")
+    customer, _, others = rest.partition("\nmessage Product {")
+    (app / "storefront.proto").write_text(head + "message Product {" + others)
+    (app / "customer.proto").write_text(
+        'syntax = "proto3";\npackage examples.storefront.v1;\n'
+        'import "crud/v1/options.proto";\n\nmessage Customer {' + customer)
+    done = run_buf(buf_workspace, "generate")
+    assert done.returncode == 0, done.stderr
+    files = read_tree(buf_workspace / "generated")
+    assert {"migrations/0100_customer.sql", "migrations/0100_product.sql",
+            "migrations/0100_order_items.sql", "migrations/0200_foreign_keys.sql"} <= set(files)
+
+
+def test_conflicting_database_options_across_files(tmp_path):
+    write(tmp_path, "a.proto", """
+        syntax = "proto3";
+        package multi.v1;
+        import "crud/v1/options.proto";
+        option (crud.v1.database) = {name: "one"};
+        message A { option (crud.v1.entity) = {}; string x = 1; }
+    """)
+    write(tmp_path, "b.proto", """
+        syntax = "proto3";
+        package multi.v1;
+        import "crud/v1/options.proto";
+        option (crud.v1.database) = {name: "two"};
+        message B { option (crud.v1.entity) = {}; string y = 1; }
+    """)
+    done = subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}", f"-I{tmp_path}",
+         f"--plugin=protoc-gen-crud={PLUGIN}", f"--crud_out={tmp_path}", "a.proto", "b.proto"],
+        capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "b.proto:4:1: option (crud.v1.database) differs from the one at a.proto:4:1" in (
+        done.stderr)
+
+
+def test_plugin_via_python_module(tmp_path):
+    """`python -m protoc_gen_crud` is the same plugin (for environments without scripts)."""
+    wrapper = tmp_path / "protoc-gen-crud"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} -m protoc_gen_crud \"$@\"\n")
+    wrapper.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}",
+         f"-I{EXAMPLES_DIR / 'article'}", f"--plugin=protoc-gen-crud={wrapper}",
+         f"--crud_out={out}", "article.proto"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert read_tree(out) == from_textproto(EXAMPLES_DIR / "article" / "article.textproto")
