@@ -51,12 +51,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crud-gen: nothing written to {args.out}", file=sys.stderr)
         return 1
     out = Path(args.out)
+    removed = write_output(out, files)
+    note = f", removed {removed} stale" if removed else ""
+    print(f"crud-gen: wrote {len(files)} files to {out}{note}")
+    return 0
+
+
+MANIFEST = ".crud-gen-manifest"
+
+
+def write_output(out: Path, files: dict[str, str]) -> int:
+    """Write the files and delete those a previous run wrote that are no longer generated.
+
+    Only files listed in the previous run's manifest are ever deleted, so anything else in
+    the folder is left alone. Returns how many stale files were removed.
+    """
+    manifest = out / MANIFEST
+    previous = manifest.read_text().split("\n") if manifest.exists() else []
+    removed = 0
+    for rel in previous:
+        stale = out / rel
+        if rel and rel not in files and stale.is_file():
+            stale.unlink()
+            removed += 1
     for rel, text in files.items():
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
-    print(f"crud-gen: wrote {len(files)} files to {out}")
-    return 0
+    manifest.write_text("\n".join(files) + "\n")
+    return removed
 
 
 if __name__ == "__main__":

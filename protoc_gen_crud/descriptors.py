@@ -96,7 +96,35 @@ class Registry:
                 self._add(f, m, prefix, (_FILE_MESSAGES, i))
             for e in f.enum_type:
                 self.enums[f"{prefix}.{e.name}"] = e
-            self.spans[f.name] = {tuple(loc.path): loc for loc in f.source_code_info.location}
+            self.spans[f.name] = self._index(f.source_code_info.location)
+
+    @staticmethod
+    def _index(locations) -> dict[tuple[int, ...], descriptor_pb2.SourceCodeInfo.Location]:
+        """Each recorded path, and each of its prefixes, mapped to the earliest span below it.
+
+        An option set field by field, like `(crud.v1.field).type = ...`, is recorded by protoc
+        only under longer paths; the earliest of those stands for the whole option.
+        """
+        index: dict[tuple[int, ...], descriptor_pb2.SourceCodeInfo.Location] = {}
+        exact = set()
+        for loc in locations:
+            if not loc.span:
+                continue
+            path = tuple(loc.path)
+            exact.add(path)
+            index[path] = loc
+        for loc in locations:
+            if not loc.span:
+                continue
+            path = tuple(loc.path)
+            for end in range(len(path) - 1, 0, -1):
+                prefix = path[:end]
+                if prefix in exact:
+                    break
+                best = index.get(prefix)
+                if best is None or tuple(loc.span[:2]) < tuple(best.span[:2]):
+                    index[prefix] = loc
+        return index
 
     def _add(self, f, m, prefix: str, path: tuple[int, ...]) -> None:
         full = f"{prefix}.{m.name}"
@@ -109,15 +137,9 @@ class Registry:
     def location(self, file: descriptor_pb2.FileDescriptorProto, path: tuple[int, ...]) -> (
         Location | None
     ):
-        """Where `path` was written; for an option set field by field, like
-        `(crud.v1.field).type = ...`, protoc records only longer paths, so the earliest of
-        those stands for the whole option."""
-        spans = self.spans.get(file.name, {})
-        loc = spans.get(path)
+        """Where `path` was written (see `_index` for options set field by field)."""
+        loc = self.spans.get(file.name, {}).get(path)
         if loc is None:
-            below = [v for k, v in spans.items() if k[: len(path)] == path and v.span]
-            loc = min(below, key=lambda v: (v.span[0], v.span[1]), default=None)
-        if loc is None or not loc.span:
             return None
         return Location(file.name, loc.span[0] + 1, loc.span[1] + 1)
 

@@ -44,9 +44,10 @@ def protoc(proto: Path, out: Path, *, parameter: str = "", include: Path | None 
 
 
 def read_tree(folder: Path) -> dict[str, str]:
+    """Every generated file under `folder`, except crud-gen's own manifest."""
     return {
         str(p.relative_to(folder)): p.read_text()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".crud-gen-manifest"
     }
 
 

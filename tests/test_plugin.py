@@ -230,3 +230,15 @@ def test_plugin_via_python_module(tmp_path):
          f"--crud_out={out}", "article.proto"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert read_tree(out) == from_textproto(EXAMPLES_DIR / "article" / "article.textproto")
+
+
+def test_crud_gen_removes_only_its_own_stale_files(tmp_path):
+    out = tmp_path / "generated"
+    crud_gen = str(BIN / "crud-gen")
+    storefront = EXAMPLES_DIR / "storefront" / "storefront.textproto"
+    product = EXAMPLES_DIR / "product" / "product.textproto"
+    assert subprocess.run([crud_gen, str(storefront), "-o", str(out)]).returncode == 0
+    (out / "migrations" / "9999_mine.sql").write_text("-- written by hand\n")
+    assert subprocess.run([crud_gen, str(product), "-o", str(out)]).returncode == 0
+    left = set(read_tree(out))
+    assert left == set(from_textproto(product)) | {"migrations/9999_mine.sql"}

@@ -23,7 +23,7 @@ class _File:
     checksum: str
 
 
-def _entity(backend: Backend, entity: Entity) -> str:
+def _entity(backend: Backend, entity: Entity, roles: tuple[str, ...]) -> str:
     access = entity.access
     grants = [
         ("SELECT", access.read),
@@ -44,21 +44,22 @@ def _entity(backend: Backend, entity: Entity) -> str:
         known_keys=[c.key for c in entity.columns] + list(entity.retired_keys),
         constraint_names=constraint_names,
         grants=grants,
-        all_roles=[*backend.api_roles, backend.auth.authenticator_role],
+        all_roles=[*roles, backend.auth.authenticator_role],
     )
 
 
 def render(backend: Backend) -> dict[str, str]:
     db, auth = backend.database, backend.auth
+    roles = backend.api_roles
     files: list[tuple[str, str]] = [
         ("0001_foundation.sql", render_template(
             "postgres/foundation.sql.j2", title="Foundation: schemas and migration helpers",
             db=db)),
         ("0002_roles.sql", render_template(
             "postgres/roles.sql.j2", title="PostgREST roles", db=db, auth=auth,
-            roles=backend.api_roles)),
+            roles=roles)),
     ]
-    files += [(f"0100_{e.name}.sql", _entity(backend, e)) for e in backend.entities]
+    files += [(f"0100_{e.name}.sql", _entity(backend, e, roles)) for e in backend.entities]
     if any(e.foreign_keys for e in backend.entities):
         files.append(("0200_foreign_keys.sql", render_template(
             "postgres/foreign_keys.sql.j2", title="Foreign keys", db=db,
