@@ -151,6 +151,10 @@ class Builder:
         self.identifier(("database", "publication"), publication, "publication")
         if db.name:
             self.identifier(("database", "name"), db.name, "database")
+        for k, extension in enumerate(db.extensions):
+            self.identifier(("database", "extensions", k), extension, "extension")
+        self.unique(((("database", "extensions", k), x) for k, x in enumerate(db.extensions)),
+                    "extension", "database")
         port = db.connection.port or 5432
         if not 0 < port < 65536:
             self.error(("database", "connection", "port"), f"port {port} is not 1-65535")
@@ -161,6 +165,7 @@ class Builder:
             port=port,
             username=db.connection.username or "postgres",
             publication=publication,
+            extensions=tuple(dict.fromkeys(db.extensions)),
         )
 
     def api_blocks(self) -> list[tuple[Path, pb.Api]]:
@@ -842,10 +847,22 @@ class Builder:
 
     # --------------------------------------------------------- cross-checks
     def check_schema_names(self, entities: list[model.Entity], rules: list[model.Rule]) -> None:
-        """Tables, indexes and output tables share one namespace in the schema."""
-        items: list[tuple[Path, str]] = []
+        """Tables, indexes and output tables share one namespace in the schema, and so do the
+        indexes PostgreSQL makes for primary keys (<table>_pkey) and UNIQUE fields
+        (<table>_<field>_key): "a" + "b_c" and "a_b" + "c" would both want "a_b_c_key"."""
+        # Tables first, then names PostgreSQL derives, then names the user picked, so a
+        # collision is reported at the user's own index or output table.
+        items: list[tuple[Path, str]] = [(("entity", i, "name"), e.name)
+                                         for i, e in enumerate(entities)]
         for i, e in enumerate(entities):
-            items.append((("entity", i, "name"), e.name))
+            items.append((("entity", i, "name"), f"{e.name}_pkey"))
+            fields = [f.name for f in self.msg.entity[i].fields]
+            for c in e.columns:
+                if c.unique:
+                    j = fields.index(c.name)
+                    items.append((("entity", i, "fields", j, "constraints", "unique"),
+                                  f"{e.name}_{c.name}_key"))
+        for i, e in enumerate(entities):
             items.extend((("entity", i, "indexes", k, "name"), ix.name)
                          for k, ix in enumerate(e.indexes))
         items.extend((self.rule_path(r) + ("output", "table_name"), r.output_table)

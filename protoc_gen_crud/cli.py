@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 print(f"crud-gen: cannot read {path}: {exc.strerror}", file=sys.stderr)
                 return 2
+            except UnicodeDecodeError as exc:
+                print(f"crud-gen: {path} is not UTF-8 text (byte {exc.start})", file=sys.stderr)
+                return 2
             message, sources = textproto.load(text, str(args.config))
             targets = args.target
         files = generate(builder.build(message, sources), targets)

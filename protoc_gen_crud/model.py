@@ -213,6 +213,7 @@ class Database:
     port: int
     username: str
     publication: str
+    extensions: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -75,3 +75,13 @@ def test_crud_gen_reports_and_writes_nothing(tmp_path):
     assert "Traceback" not in done.stderr
     assert len([line for line in done.stderr.splitlines() if DIAGNOSTIC.match(line)]) == 3
     assert not out.exists()
+
+
+def test_crud_gen_unreadable_config_is_an_error_not_a_traceback(tmp_path):
+    binary = tmp_path / "config.textproto"
+    binary.write_bytes(b"entity { name: \"\xff\" }")
+    for path in (binary, tmp_path / "missing.textproto"):
+        done = subprocess.run([sys.executable, "-m", "protoc_gen_crud.cli", str(path)],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 2
+        assert "Traceback" not in done.stderr and "crud-gen:" in done.stderr

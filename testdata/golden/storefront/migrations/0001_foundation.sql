@@ -5,6 +5,7 @@
 -- the wanted end state and the helpers converge the database to it, so a file can be applied
 -- to a database made by any earlier version of the schema without losing a row.
 
+CREATE EXTENSION IF NOT EXISTS "btree_gist";
 CREATE SCHEMA IF NOT EXISTS crud_meta;
 COMMENT ON SCHEMA crud_meta IS 'protoc-gen-crud bookkeeping: migration ledger, column identities, helpers';
 CREATE SCHEMA IF NOT EXISTS "shop";

@@ -34,7 +34,8 @@ SELECT crud_meta.ensure_constraint('shop', 'order_items', 'order_items_quantity_
 SELECT crud_meta.prune_constraints('shop', 'order_items', '{c,u}', ARRAY['order_items_quantity_min']::text[]);
 
 SELECT crud_meta.ensure_index('shop', 'idx_order_items_product', 'CREATE INDEX "idx_order_items_product" ON "shop"."order_items" USING btree ("product_id")');
-SELECT crud_meta.prune_indexes('shop', 'order_items', ARRAY['idx_order_items_product']::text[]);
+SELECT crud_meta.ensure_index('shop', 'idx_order_items_shipped', 'CREATE INDEX "idx_order_items_shipped" ON "shop"."order_items" USING gist ("shipped_at")');
+SELECT crud_meta.prune_indexes('shop', 'order_items', ARRAY['idx_order_items_product', 'idx_order_items_shipped']::text[]);
 
 CREATE OR REPLACE TRIGGER "order_items_audit"
     BEFORE UPDATE ON "shop"."order_items"
