@@ -240,22 +240,19 @@ class Builder:
         return auth, cors, rate
 
     # ----------------------------------------------------------------- entities
-    def entity_api(self, index: int) -> tuple[Path, pb.Api]:
-        """The Api block that holds this entity's path, access and endpoints."""
+    def entity_block(self, index: int, field: str) -> tuple[Path, pb.Api | pb.Stream]:
+        """An entity's own `api` or `stream` block; with a single entity and no block of its
+        own, the root one (the seed's layout); otherwise an empty block."""
         entity = self.msg.entity[index]
-        if entity.HasField("api"):
-            return ("entity", index, "api"), entity.api
-        if len(self.msg.entity) == 1:
-            return ("api",), self.msg.api
-        return ("entity", index, "api"), pb.Api()
+        if entity.HasField(field):
+            return ("entity", index, field), getattr(entity, field)
+        if self.root_serves_entity(field):
+            return (field,), getattr(self.msg, field)
+        return ("entity", index, field), type(getattr(entity, field))()
 
-    def entity_stream(self, index: int) -> tuple[Path, pb.Stream]:
-        entity = self.msg.entity[index]
-        if entity.HasField("stream"):
-            return ("entity", index, "stream"), entity.stream
-        if len(self.msg.entity) == 1:
-            return ("stream",), self.msg.stream
-        return ("entity", index, "stream"), pb.Stream()
+    def root_serves_entity(self, field: str) -> bool:
+        """Whether the root `api`/`stream` block is the single entity's own block."""
+        return len(self.msg.entity) == 1 and not self.msg.entity[0].HasField(field)
 
     def entity(self, i: int, e: pb.Entity, auth: model.Auth, names: set[str]) -> model.Entity:
         where = ("entity", i)
@@ -274,7 +271,7 @@ class Builder:
             self.field_constraints(where + ("fields", j), f, name, label, columns, checks, fks,
                                    names)
         indexes = self.indexes(i, e, name, label, {c.name: c for c in columns})
-        api_path, api = self.entity_api(i)
+        api_path, api = self.entity_block(i, "api")
         base_path = api.base_path or self.root_base_path()
         self.route(api_path + ("base_path",), base_path, "base_path")
         path = api.entity_path or f"/{name}"
@@ -287,7 +284,7 @@ class Builder:
                 if c.name == access.owner_column and c.default is None else c
                 for c in columns
             ]
-        stream_path, stream = self.entity_stream(i)
+        stream_path, stream = self.entity_block(i, "stream")
         streamed = stream.enable_streaming if stream.HasField("enable_streaming") else True
         if stream.max_len < 0:
             self.error(stream_path + ("max_len",), "max_len cannot be negative")
@@ -669,13 +666,15 @@ class Builder:
     # ---------------------------------------------------------------- endpoints
     def endpoints(self, auth: model.Auth, entities: list[model.Entity]) -> list[model.Endpoint]:
         blocks: list[tuple[Path, pb.Api, str]] = []
-        if len(self.msg.entity) != 1 and self.msg.HasField("api"):
-            if self.msg.api.entity_path or self.msg.api.HasField("access"):
-                self.error(("api",), "with several entities, entity_path and access belong in "
-                           "each entity's own api block")
+        if self.msg.HasField("api") and not self.root_serves_entity("api"):
+            for key in ("entity_path", "access"):
+                if self.msg.api.HasField(key) if key == "access" else self.msg.api.entity_path:
+                    self.error(("api", key), f"api.{key} at the root applies to no entity here "
+                               "(there are several entities, or the entity has its own api "
+                               "block); move it into the entity's api block")
             blocks.append((("api",), self.msg.api, self.root_base_path()))
         for i in range(len(self.msg.entity)):
-            path, api = self.entity_api(i)
+            path, api = self.entity_block(i, "api")
             base = entities[i].base_path if i < len(entities) else self.root_base_path()
             blocks.append((path, api, base))
         result = []
@@ -742,10 +741,14 @@ class Builder:
     # -------------------------------------------------------------------- rules
     def rules(self, by_name: dict[str, model.Entity]) -> list[model.Rule]:
         blocks: list[tuple[Path, pb.Stream, str]] = []
-        if len(self.msg.entity) != 1 and self.msg.HasField("stream"):
-            blocks.append((("stream",), self.msg.stream, ""))
+        if self.msg.HasField("stream") and not self.root_serves_entity("stream"):
+            only = self.msg.entity[0].name if len(self.msg.entity) == 1 else ""
+            if self.msg.stream.HasField("enable_streaming") or self.msg.stream.max_len:
+                self.error(("stream",), "enable_streaming and max_len at the root apply to no "
+                           "entity here; set them in each entity's stream block")
+            blocks.append((("stream",), self.msg.stream, only))
         for i, e in enumerate(self.msg.entity):
-            path, stream = self.entity_stream(i)
+            path, stream = self.entity_block(i, "stream")
             blocks.append((path, stream, e.name))
         result, names = [], []
         for path, stream, owner in blocks:
@@ -882,7 +885,7 @@ class Builder:
 
     def rule_path(self, rule: model.Rule) -> Path:
         for i in range(len(self.msg.entity)):
-            path, stream = self.entity_stream(i)
+            path, stream = self.entity_block(i, "stream")
             for k, r in enumerate(stream.aggregation.rules):
                 if r.name == rule.name:
                     return path + ("aggregation", "rules", k)

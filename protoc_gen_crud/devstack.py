@@ -79,6 +79,10 @@ class PostgresServer:
              "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
             check=True, capture_output=True,
         )
+        self._pg_ctl_start()
+        return self
+
+    def _pg_ctl_start(self) -> None:
         options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
         subprocess.run(
             [*_as_user(), str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
@@ -87,7 +91,6 @@ class PostgresServer:
              "start"],
             check=True, capture_output=True,
         )
-        return self
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
@@ -98,14 +101,7 @@ class PostgresServer:
 
     def restart(self) -> None:
         self.stop()
-        options = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
-        subprocess.run(
-            [*_as_user(), str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60",
-             "-l", str(self.root / "server.log"),
-             "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {options}",
-             "start"],
-            check=True, capture_output=True,
-        )
+        self._pg_ctl_start()
 
     def cleanup(self) -> None:
         self.stop("immediate")

@@ -75,3 +75,17 @@ def test_identifiers_from_input_are_always_quoted():
     table = files["migrations/0100_order.sql"]
     assert 'CREATE TABLE IF NOT EXISTS "public"."order"' in table
     assert '"select" text' in table
+
+
+def test_root_endpoints_and_rules_join_an_entity_with_its_own_blocks():
+    """A single entity with its own api/stream blocks keeps the root's endpoints and rules."""
+    files = from_text("""
+        entity {
+          name: "product"
+          fields { name: "price" type: SQL_TYPE_DECIMAL }
+          api { entity_path: "/products" }
+          stream { enable_streaming: true }
+        }
+        api { custom_endpoints { path: "/products/cheap" sql_query: "SELECT 1 AS one" } }
+    """, targets=["postgres"])
+    assert "'products_cheap'" in files["migrations/0300_endpoints.sql"]
