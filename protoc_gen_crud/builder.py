@@ -216,6 +216,10 @@ class Builder:
         )
         found = self.backend_wide("cors")
         c = found[1] if found else pb.Cors()
+        for k, origin in enumerate(c.allowed_origins):
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?", origin):
+                self.error(found[0] + ("allowed_origins", k), f"CORS origin {origin!r} is not "
+                           "like https://app.example.com (scheme, host, optional port) or *")
         if c.allow_credentials and "*" in c.allowed_origins:
             self.error(found[0] + ("allow_credentials",), "CORS with credentials cannot allow "
                        "origin \"*\"; list the allowed origins")
@@ -236,7 +240,9 @@ class Builder:
         if r.max_body_size and not re.fullmatch(r"\d+[kKmMgG]?", r.max_body_size):
             self.error(found[0] + ("max_body_size",), f"max_body_size {r.max_body_size!r} is "
                        "not a size like 512k or 1m")
-        rate = model.RateLimit(r.requests_per_second, r.burst, r.max_body_size or "1m")
+        per_second = r.requests_per_second if r.HasField("requests_per_second") else 20
+        burst = r.burst if r.HasField("burst") else 2 * per_second
+        rate = model.RateLimit(per_second, burst, r.max_body_size or "1m")
         return auth, cors, rate
 
     # ----------------------------------------------------------------- entities

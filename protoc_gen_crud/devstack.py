@@ -127,3 +127,125 @@ class PostgresServer:
                 return
             time.sleep(0.2)
         raise RuntimeError("PostgreSQL did not become ready")
+
+
+CLONE_NEWNET = 0x40000000
+TEST_HOSTS = ("crud", "database", "redis", "relay", "mesh", "arroyo", "proxy", "analytics")
+
+
+class NetNamespace:
+    """A private network namespace whose /etc/hosts maps the stack's service names to its
+    own loopback, so generated configs (upstream `crud:3000`, `listen 80`) run unchanged.
+
+    Processes start inside it through `ip netns exec`, which also bind-mounts
+    /etc/netns/<name>/hosts over /etc/hosts for them; this process reaches them by creating
+    its sockets inside (`inside()`).
+    """
+
+    def __init__(self, name: str | None = None, hosts: tuple[str, ...] = TEST_HOSTS):
+        self.name = name or f"crud{os.getpid()}"
+        self.config = Path("/etc/netns") / self.name
+        self.hosts = hosts
+
+    def create(self) -> NetNamespace:
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
+        subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True)
+        self.config.mkdir(parents=True, exist_ok=True)
+        (self.config / "hosts").write_text(
+            "127.0.0.1 localhost " + " ".join(self.hosts) + "\n::1 localhost\n")
+        return self
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
+        shutil.rmtree(self.config, ignore_errors=True)
+
+    def command(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, *argv: str, **kwargs) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(*argv), capture_output=True, text=True, **kwargs)
+
+    def popen(self, *argv: str, **kwargs) -> subprocess.Popen:
+        return subprocess.Popen(self.command(*argv), **kwargs)
+
+    def inside(self):
+        """Context manager: sockets created in the block live in the namespace."""
+        import contextlib
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+
+        @contextlib.contextmanager
+        def entered():
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            target = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+            try:
+                if libc.setns(target, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), "setns into the test namespace failed")
+                yield
+            finally:
+                libc.setns(own, CLONE_NEWNET)
+                os.close(own)
+                os.close(target)
+
+        return entered()
+
+
+def nginx_binary() -> tuple[str, list[str]]:
+    """The nginx to run and the `load_module` lines it needs for Lua.
+
+    OpenResty has Lua compiled in; Debian's nginx loads it as dynamic modules.
+    """
+    for name in ("openresty",):
+        found = shutil.which(name)
+        if found:
+            return found, []
+    found = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(found).exists():
+        raise RuntimeError("nginx not found; run scripts/setup.sh --system")
+    modules = Path("/usr/lib/nginx/modules")
+    lines = [f"load_module {modules / m};" for m in ("ndk_http_module.so",
+                                                     "ngx_http_lua_module.so")]
+    return found, lines
+
+
+class Gateway:
+    """The generated gateway (openresty/ folder) on real nginx inside a NetNamespace."""
+
+    def __init__(self, netns: NetNamespace, openresty_dir: Path):
+        self.netns = netns
+        self.prefix = Path(tempfile.mkdtemp(prefix="crud-gw-"))
+        shutil.copytree(openresty_dir, self.prefix, dirs_exist_ok=True)
+        (self.prefix / "logs").mkdir(exist_ok=True)
+        self.binary, modules = nginx_binary()
+        self.wrapper = self.prefix / "wrapper.conf"
+        self.wrapper.write_text("\n".join([*modules, f"include {self.prefix / 'nginx.conf'};"])
+                                + "\n")
+        self.process: subprocess.Popen | None = None
+
+    def argv(self, *extra: str) -> list[str]:
+        return [self.binary, "-p", f"{self.prefix}/", "-c", str(self.wrapper), *extra]
+
+    def test_config(self) -> subprocess.CompletedProcess[str]:
+        return self.netns.run(*self.argv("-t"))
+
+    def start(self) -> Gateway:
+        log = open(self.prefix / "logs" / "stdout.log", "ab")  # noqa: SIM115 - owned by Popen
+        self.process = self.netns.popen(*self.argv("-g", "daemon off;"), stdout=log,
+                                        stderr=subprocess.STDOUT)
+        return self
+
+    def reload(self) -> None:
+        self.netns.run(*self.argv("-s", "reload"))
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+    def access_log(self) -> str:
+        return (self.prefix / "logs" / "stdout.log").read_text()

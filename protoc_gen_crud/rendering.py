@@ -8,6 +8,7 @@ instead of an empty string in generated SQL.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 
 import jinja2
@@ -51,6 +52,41 @@ def sql_comment(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def nginx_str(value: object) -> str:
+    """A single-quoted nginx string. `$` would start a variable, so it is refused."""
+    text = str(value)
+    if "$" in text or "\x00" in text or "\n" in text:
+        raise ValueError(f"cannot put {text!r} into an nginx string")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_NGINX_PATH = re.compile(r"^[A-Za-z0-9._~/-]+$")
+
+
+def nginx_path(value: object) -> str:
+    """A bare path or name in nginx.conf (locations, table and function names). The model
+    only lets such characters through; this re-checks instead of trusting that."""
+    text = str(value)
+    if not _NGINX_PATH.match(text):
+        raise ValueError(f"{text!r} is not a plain path for nginx")
+    return text
+
+
+def regex(value: object) -> str:
+    """Text matched literally inside an nginx (PCRE) regular expression."""
+    text = str(value)
+    if "$" in text or any(c.isspace() for c in text):
+        raise ValueError(f"cannot match {text!r} in an nginx regex")
+    return re.escape(text)
+
+
+def lua_str(value: object) -> str:
+    """A Lua string literal."""
+    text = str(value)
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return '"' + escaped.replace("\r", "\\r").replace("\x00", "\\0") + '"'
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -68,6 +104,10 @@ def environment() -> jinja2.Environment:
         idents=idents,
         text_array=text_array,
         sql_comment=sql_comment,
+        nginx_str=nginx_str,
+        nginx_path=nginx_path,
+        regex=regex,
+        lua_str=lua_str,
     )
     return env
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model import Backend
-from . import postgres
+from . import openresty, postgres, postgrest
 
 Target = Callable[[Backend], dict[str, str]]
 
 TARGETS: dict[str, Target] = {
     "postgres": postgres.render,
+    "postgrest": postgrest.render,
+    "openresty": openresty.render,
 }

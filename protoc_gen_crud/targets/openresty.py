@@ -1,0 +1,72 @@
+"""OpenResty gateway target: `openresty/nginx.conf` and its Lua module.
+
+The gateway maps the REST shapes users expect onto PostgREST: `<base><path>` is the table,
+`<base><path>/{id}` the single row (a filter on the primary key with PostgREST's singular
+media type, its 406 for "no such row" turned into 404), and each custom endpoint its
+`/rpc/` function. It answers CORS preflights, limits rates and body sizes, logs JSON and
+counts requests per route for Prometheus on a separate, unpublished port.
+
+The file runs as-is in the OpenResty image (Lua compiled in) and in Debian's nginx with the
+Lua module, whose `load_module` lines belong to a wrapper, not to this file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..model import Backend, Endpoint, Entity
+from ..rendering import render as render_template
+from .postgrest import SERVER_PORT
+
+METRICS_PORT = 9145
+LISTEN_PORT = 80
+UPSTREAM_HOST = "crud"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One entity's routes as the gateway serves them."""
+
+    name: str
+    table: str
+    collection: str  # e.g. /api/v1/products
+    key: str  # single-column primary key, or "" when the key is composite
+
+
+def routes(backend: Backend) -> list[Route]:
+    return [Route(e.name, e.name, e.base_path + e.path, _single_key(e))
+            for e in backend.entities]
+
+
+def _single_key(entity: Entity) -> str:
+    return entity.primary_key[0] if len(entity.primary_key) == 1 else ""
+
+
+def endpoint_methods(endpoint: Endpoint) -> str:
+    return "GET|HEAD" if endpoint.method == "GET" else "POST"
+
+
+def render(backend: Backend) -> dict[str, str]:
+    rate = backend.rate_limit
+    context = {
+        "backend": backend,
+        "routes": routes(backend),
+        "endpoints": backend.endpoints,
+        "endpoint_methods": endpoint_methods,
+        "cors": backend.cors,
+        "rate": rate,
+        "retry_after": max(1, math.ceil(1 / rate.requests_per_second))
+        if rate.requests_per_second else 1,
+        "bases": sorted({e.base_path for e in backend.entities}),
+        "upstream": f"{UPSTREAM_HOST}:{SERVER_PORT}",
+        "listen_port": LISTEN_PORT,
+        "metrics_port": METRICS_PORT,
+        "public_read": sorted(e.name for e in backend.entities
+                              if backend.auth.anon_role in e.access.read),
+    }
+    return {
+        "openresty/nginx.conf": render_template("openresty/nginx.conf.j2", **context),
+        "openresty/lua/crud_gateway.lua": render_template("openresty/crud_gateway.lua.j2",
+                                                          **context),
+    }

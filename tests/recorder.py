@@ -1,0 +1,65 @@
+"""A stand-in for PostgREST that records every request it receives and answers canned JSON.
+
+Run inside the test network namespace: `python recorder.py PORT LOGFILE`. Each request is
+appended to LOGFILE as one JSON line (method, path, query, headers, body, peer port).
+Canned answers: a singular request (Accept: application/vnd.pgrst.object+json) whose filter
+asks for the value `missing` gets PostgREST's 406; `big=1` in the query gets a large body.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+SINGULAR = "application/vnd.pgrst.object+json"
+LOCK = threading.Lock()
+
+
+class Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    log_path = ""
+
+    def handle_any(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode() if length else ""
+        url = urlsplit(self.path)
+        record = {
+            "method": self.command,
+            "path": url.path,
+            "query": url.query,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body,
+            "peer_port": self.client_address[1],
+        }
+        with LOCK, open(self.log_path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+        if self.headers.get("Accept") == SINGULAR and "eq.missing" in url.query:
+            status, payload = 406, {"code": "PGRST116", "message": "JSON object requested, "
+                                    "multiple (or no) rows returned"}
+        elif "big=1" in url.query:
+            status, payload = 200, [{"n": i, "text": "lorem ipsum " * 4} for i in range(200)]
+        elif self.headers.get("Accept") == SINGULAR:
+            status, payload = 200, {"canned": True}
+        else:
+            status, payload = (201 if self.command == "POST" else 200), [{"canned": True}]
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = do_HEAD = handle_any
+
+    def log_message(self, *args) -> None:  # keep the test output quiet
+        pass
+
+
+if __name__ == "__main__":
+    Recorder.log_path = sys.argv[2]
+    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Recorder).serve_forever()

@@ -1,0 +1,403 @@
+"""The generated gateway on real nginx (with Lua), in front of a recording PostgREST stand-in.
+
+Everything runs in a private network namespace whose hosts file maps `crud` to its loopback,
+so the generated nginx.conf (upstream crud:3000, listen 80) runs exactly as generated.
+The expected PostgREST requests are derived from the model, not from the generated file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from protoc_gen_crud import builder, textproto
+from protoc_gen_crud.devstack import Gateway, NetNamespace
+
+from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, write_tree
+
+HERE = Path(__file__).resolve().parent
+SINGULAR = "application/vnd.pgrst.object+json"
+
+
+def wait_port(netns: NetNamespace, port: int, up: bool = True, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            with netns.inside():
+                conn.connect()
+            reachable = True
+        except OSError:
+            reachable = False
+        finally:
+            conn.close()
+        if reachable == up:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not become {'open' if up else 'closed'}")
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call(netns: NetNamespace, method: str, path: str, headers: dict | None = None,
+         body: bytes | str | None = None, port: int = 80, source: str = "127.0.0.1") -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                      source_address=(source, 0))
+    with netns.inside():
+        conn.connect()
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        reply = conn.getresponse()
+        return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()},
+                        reply.read())
+    finally:
+        conn.close()
+
+
+class Recording:
+    """The requests the stand-in PostgREST received since the last `mark()`."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def mark(self) -> None:
+        self.offset = len(self.path.read_text().splitlines())
+
+    def since(self) -> list[dict]:
+        return [json.loads(line) for line in self.path.read_text().splitlines()[self.offset:]]
+
+    def one(self) -> dict:
+        got = self.since()
+        assert len(got) == 1, got
+        return got[0]
+
+
+@pytest.fixture(scope="session")
+def netns():
+    namespace = NetNamespace().create()
+    try:
+        yield namespace
+    finally:
+        namespace.delete()
+
+
+@pytest.fixture(scope="session")
+def recording(netns, tmp_path_factory):
+    log = tmp_path_factory.mktemp("recorder") / "requests.jsonl"
+    log.touch()
+    process = netns.popen(sys.executable, str(HERE / "recorder.py"), "3000", str(log))
+    wait_port(netns, 3000)
+    yield Recording(log)
+    process.terminate()
+    process.wait(10)
+
+
+def model_of(name: str):
+    path = EXAMPLES_DIR / name / f"{name}.textproto"
+    return builder.build(*textproto.load(path.read_text(), str(path)))
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_nginx_accepts_the_generated_config(name, netns, tmp_path):
+    out = write_tree(from_textproto(EXAMPLES_DIR / name / f"{name}.textproto"), tmp_path)
+    gateway = Gateway(netns, out / "openresty")
+    try:
+        done = gateway.test_config()
+        assert done.returncode == 0, done.stderr
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture(scope="module", params=EXAMPLES)
+def gateway(request, netns, recording, tmp_path_factory):
+    name = request.param
+    out = write_tree(from_textproto(EXAMPLES_DIR / name / f"{name}.textproto"),
+                     tmp_path_factory.mktemp(name))
+    running = Gateway(netns, out / "openresty").start()
+    try:
+        wait_port(netns, 80)
+        yield model_of(name), running
+    finally:
+        running.stop()
+        wait_port(netns, 80, up=False)
+
+
+def test_collection_requests_pass_through(gateway, netns, recording):
+    backend, _ = gateway
+    for e in backend.entities:
+        route = e.base_path + e.path
+        recording.mark()
+        query = "category=eq.Books&order=price.desc&limit=10"
+        headers = {"Prefer": "count=exact", "Range": "0-9", "Authorization": "Bearer abc"}
+        reply = call(netns, "GET", f"{route}?{query}", headers)
+        assert reply.status == 200
+        seen = recording.one()
+        assert (seen["method"], seen["path"], seen["query"]) == ("GET", f"/{e.name}", query)
+        for key, value in headers.items():
+            assert seen["headers"][key.lower()] == value
+        assert seen["headers"]["x-request-id"] == reply.headers["x-request-id"]
+
+        recording.mark()
+        body = json.dumps({"name": "Laptop", "price": 999.99})
+        reply = call(netns, "POST", route, {"Content-Type": "application/json",
+                                           "Prefer": "return=representation"}, body)
+        assert reply.status == 201
+        seen = recording.one()
+        assert (seen["method"], seen["path"], seen["query"], seen["body"]) == (
+            "POST", f"/{e.name}", "", body)
+        assert seen["headers"]["prefer"] == "return=representation"
+
+
+def test_single_row_shapes(gateway, netns, recording):
+    backend, _ = gateway
+    for e in backend.entities:
+        (key,) = e.primary_key
+        item = f"{e.base_path}{e.path}/42"
+        cases = [
+            ("GET", item, {}, None, f"{key}=eq.42", "return=representation"),
+            ("GET", item + "?select=id,name", {}, None, f"{key}=eq.42&select=id,name", None),
+            ("PATCH", item, {"Content-Type": "application/json"}, '{"name":"x"}',
+             f"{key}=eq.42", "return=representation"),
+            ("PATCH", item, {"Prefer": "return=minimal"}, '{"name":"x"}', f"{key}=eq.42",
+             "return=minimal"),
+            ("PUT", item, {"Content-Type": "application/json"}, '{"id":42}', f"{key}=eq.42",
+             "return=representation"),
+            ("DELETE", item, {}, None, f"{key}=eq.42", "return=representation"),
+        ]
+        for method, path, headers, body, query, prefer in cases:
+            recording.mark()
+            reply = call(netns, method, path, headers, body)
+            assert reply.status == 200, (method, path, reply.body)
+            seen = recording.one()
+            assert (seen["method"], seen["path"], seen["query"]) == (method, f"/{e.name}",
+                                                                     query)
+            assert seen["headers"]["accept"] == SINGULAR
+            if prefer:
+                assert seen["headers"]["prefer"] == prefer
+            assert seen["body"] == (body or "")
+        recording.mark()
+        reply = call(netns, "POST", item, {"Content-Type": "application/json"}, "{}")
+        assert reply.status == 405 and reply.json()["code"] == "method_not_allowed"
+        assert recording.since() == []
+
+
+def test_missing_row_is_a_json_404(gateway, netns, recording):
+    backend, _ = gateway
+    for e in backend.entities:
+        reply = call(netns, "GET", f"{e.base_path}{e.path}/missing")
+        assert reply.status == 404
+        assert reply.headers["content-type"].startswith("application/json")
+        assert reply.json() == {"code": "not_found", "message": "No such row"}
+
+
+def test_custom_endpoints_map_to_rpc(gateway, netns, recording):
+    backend, _ = gateway
+    for ep in backend.endpoints:
+        route = ep.base_path + ep.path
+        recording.mark()
+        if ep.method == "GET":
+            reply = call(netns, "GET", route + "?p1=rust&limit=5")
+            seen = recording.one()
+            assert (seen["method"], seen["path"], seen["query"]) == (
+                "GET", f"/rpc/{ep.function}", "p1=rust&limit=5")
+            wrong = "POST"
+        else:
+            body = json.dumps({p.name: "1" for p in ep.params})
+            reply = call(netns, "POST", route, {"Content-Type": "application/json"}, body)
+            seen = recording.one()
+            assert (seen["method"], seen["path"], seen["body"]) == (
+                "POST", f"/rpc/{ep.function}", body)
+            wrong = "GET"
+        assert reply.status in (200, 201)
+        recording.mark()
+        reply = call(netns, wrong, route)
+        assert reply.status == 405 and recording.since() == []
+
+
+def test_unknown_paths_get_a_json_404(gateway, netns, recording):
+    recording.mark()
+    for path in ("/nope", "/api/v1/nope", "/api/v1/products/1/extra", "/api/v2/products"):
+        backend, _ = gateway
+        if any(path == e.base_path + e.path for e in backend.entities):
+            continue
+        reply = call(netns, "GET", path)
+        assert reply.status == 404, path
+        assert reply.json()["code"] == "not_found"
+    assert recording.since() == []
+
+
+def test_health(gateway, netns):
+    reply = call(netns, "GET", "/health")
+    assert reply.status == 200 and reply.json() == {"status": "ok"}
+
+
+def test_cors(gateway, netns, recording):
+    backend, _ = gateway
+    entity = backend.entities[0]
+    route = entity.base_path + entity.path
+    allowed = backend.cors.allowed_origins
+    recording.mark()
+    for origin in ("https://evil.example", *allowed):
+        reply = call(netns, "OPTIONS", route, {"Origin": origin,
+                                               "Access-Control-Request-Method": "PATCH",
+                                               "Access-Control-Request-Headers": "authorization"})
+        assert reply.status == 204
+        if origin in allowed:
+            assert reply.headers["access-control-allow-origin"] == origin
+            assert "PATCH" in reply.headers["access-control-allow-methods"]
+            assert "Authorization" in reply.headers["access-control-allow-headers"]
+            assert reply.headers["access-control-max-age"] == str(backend.cors.max_age_seconds)
+            assert (reply.headers.get("access-control-allow-credentials") == "true") == (
+                backend.cors.allow_credentials)
+        else:
+            assert "access-control-allow-origin" not in reply.headers
+    assert recording.since() == [], "preflights must be answered by the gateway"
+    for origin in allowed:
+        reply = call(netns, "GET", route, {"Origin": origin})
+        assert reply.headers["access-control-allow-origin"] == origin
+        assert reply.headers["vary"] == "Origin"
+        assert "Content-Range" in reply.headers["access-control-expose-headers"]
+
+
+def test_gzip_for_json(gateway, netns):
+    backend, _ = gateway
+    entity = backend.entities[0]
+    reply = call(netns, "GET", f"{entity.base_path}{entity.path}?big=1",
+                 {"Accept-Encoding": "gzip"})
+    assert reply.headers.get("content-encoding") == "gzip"
+    assert len(json.loads(gzip.decompress(reply.body))) == 200
+
+
+def test_request_body_limit(gateway, netns, recording):
+    backend, _ = gateway
+    entity = backend.entities[0]
+    limit = backend.rate_limit.max_body_size
+    size = {"k": 1024, "m": 1024 * 1024}[limit[-1].lower()] * int(limit[:-1])
+    recording.mark()
+    reply = call(netns, "POST", entity.base_path + entity.path,
+                 {"Content-Type": "application/json"}, b"x" * (size + 1))
+    assert reply.status == 413
+    assert reply.json()["code"] == "payload_too_large"
+    assert recording.since() == []
+
+
+def metric(netns, name: str) -> float:
+    text = call(netns, "GET", "/metrics", port=9145).body.decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_metrics_by_route_and_status(gateway, netns):
+    backend, _ = gateway
+    entity = backend.entities[0]
+    route = entity.base_path + entity.path
+    counter = f'crud_gateway_requests_total{{route="{entity.name}",status="200"}}'
+    count = f'crud_gateway_request_duration_seconds_count{{route="{entity.name}"}}'
+    inf = f'crud_gateway_request_duration_seconds_bucket{{route="{entity.name}",le="+Inf"}}'
+    before, count_before = metric(netns, counter), metric(netns, count)
+    for _ in range(3):
+        assert call(netns, "GET", route).status == 200
+    time.sleep(0.1)  # the log phase runs after the response is sent
+    assert metric(netns, counter) - before == 3
+    assert metric(netns, count) - count_before == 3
+    assert metric(netns, inf) == metric(netns, count)
+    assert call(netns, "GET", "/metrics").status == 404, "metrics are not on the public port"
+
+
+def test_json_access_log_with_request_id(gateway, netns):
+    backend, running = gateway
+    entity = backend.entities[0]
+    reply = call(netns, "GET", entity.base_path + entity.path)
+    request_id = reply.headers["x-request-id"]
+    time.sleep(0.1)
+    lines = [json.loads(line) for line in running.access_log().splitlines()
+             if line.startswith("{")]
+    mine = [line for line in lines if line["request_id"] == request_id]
+    assert len(mine) == 1
+    assert (mine[0]["status"], mine[0]["route"], mine[0]["method"]) == (200, entity.name, "GET")
+
+
+def test_upstream_connections_are_kept_alive(gateway, netns, recording):
+    backend, _ = gateway
+    entity = backend.entities[0]
+    recording.mark()
+    for _ in range(10):
+        call(netns, "GET", entity.base_path + entity.path)
+    ports = {seen["peer_port"] for seen in recording.since()}
+    assert len(ports) < 10
+
+
+def exhaust(netns, path: str, headers: dict, source: str) -> None:
+    """Send requests over one connection until the gateway answers 429."""
+    conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10, source_address=(source, 0))
+    with netns.inside():
+        conn.connect()
+    try:
+        for _ in range(1000):
+            conn.request("GET", path, headers=headers)
+            reply = conn.getresponse()
+            reply.read()
+            if reply.status == 429:
+                return
+    finally:
+        conn.close()
+    raise AssertionError("never rate limited")
+
+
+def test_rate_limit_per_token_follows_the_token_across_addresses(gateway, netns):
+    backend, _ = gateway
+    rate = backend.rate_limit
+    entity = backend.entities[0]
+    path = entity.base_path + entity.path
+    time.sleep(rate.burst / rate.requests_per_second + 0.2)
+    token = {"Authorization": "Bearer token-one"}
+    exhaust(netns, path, token, "127.0.0.3")
+    # Same token from another address: limited. Another token, or none, from there: not.
+    assert call(netns, "GET", path, token, source="127.0.0.4").status == 429
+    other = {"Authorization": "Bearer token-two"}
+    assert call(netns, "GET", path, other, source="127.0.0.4").status == 200
+    assert call(netns, "GET", path, source="127.0.0.5").status == 200
+
+
+def test_rate_limit_answers_429_after_the_burst(gateway, netns, recording):
+    """Runs last for each gateway: it uses up the client's allowance."""
+    backend, _ = gateway
+    rate = backend.rate_limit
+    assert rate.requests_per_second > 0
+    entity = backend.entities[0]
+    time.sleep(rate.burst / rate.requests_per_second + 0.2)  # earlier tests' excess drains
+    conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10)
+    with netns.inside():
+        conn.connect()  # one keep-alive connection: requests faster than the refill rate
+    statuses, started = [], time.monotonic()
+    try:
+        for _ in range(rate.burst + 3 * rate.requests_per_second + 20):
+            conn.request("GET", entity.base_path + entity.path)
+            reply = conn.getresponse()
+            body = reply.read()
+            statuses.append(reply.status)
+            if reply.status == 429:
+                break
+    finally:
+        conn.close()
+    elapsed = time.monotonic() - started
+    assert statuses[-1] == 429, f"no 429 after {len(statuses)} requests in {elapsed:.2f}s"
+    allowed = len(statuses) - 1
+    refilled = rate.requests_per_second * elapsed
+    assert rate.burst < allowed <= rate.burst + refilled + 2, (allowed, elapsed)
+    assert reply.getheader("Retry-After") == "1"
+    assert json.loads(body)["code"] == "rate_limited"
