@@ -24,6 +24,12 @@ def from_textproto(path: Path, targets=None) -> dict[str, str]:
     return generate(builder.build(backend, sources), targets)
 
 
+def model_of(name: str):
+    """The validated model of one example, from its textproto."""
+    path = EXAMPLES_DIR / name / f"{name}.textproto"
+    return builder.build(*textproto.load(path.read_text(), str(path)))
+
+
 def from_text(text: str, name: str = "test.textproto", targets=None) -> dict[str, str]:
     backend, sources = textproto.load(text, name)
     return generate(builder.build(backend, sources), targets)

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from protoc_gen_crud import builder, textproto
 from protoc_gen_crud.devstack import Gateway, NetNamespace
 
-from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, write_tree
+from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, model_of, write_tree
 
 HERE = Path(__file__).resolve().parent
 SINGULAR = "application/vnd.pgrst.object+json"
@@ -103,10 +102,6 @@ def recording(netns, tmp_path_factory):
     process.terminate()
     process.wait(10)
 
-
-def model_of(name: str):
-    path = EXAMPLES_DIR / name / f"{name}.textproto"
-    return builder.build(*textproto.load(path.read_text(), str(path)))
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

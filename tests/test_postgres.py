@@ -11,18 +11,12 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from protoc_gen_crud import builder, textproto
-
-from .support import EXAMPLES, EXAMPLES_DIR, from_textproto
+from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, model_of
 
 
 def example(name: str) -> dict[str, str]:
     return from_textproto(EXAMPLES_DIR / name / f"{name}.textproto", ["postgres"])
 
-
-def model_of(name: str):
-    path = EXAMPLES_DIR / name / f"{name}.textproto"
-    return builder.build(*textproto.load(path.read_text(), str(path)))
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

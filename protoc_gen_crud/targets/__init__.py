@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model import Backend
-from . import openresty, postgres, postgrest
+from . import compose, openresty, postgres, postgrest
 
 Target = Callable[[Backend], dict[str, str]]
 
@@ -17,4 +17,5 @@ TARGETS: dict[str, Target] = {
     "postgres": postgres.render,
     "postgrest": postgrest.render,
     "openresty": openresty.render,
+    "compose": compose.render,
 }
