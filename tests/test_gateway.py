@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -301,8 +302,9 @@ def test_metrics_by_route_and_status(gateway, netns):
     entity = backend.entities[0]
     route = entity.base_path + entity.path
     counter = f'crud_gateway_requests_total{{route="{entity.name}",status="200"}}'
-    count = f'crud_gateway_request_duration_seconds_count{{route="{entity.name}"}}'
-    inf = f'crud_gateway_request_duration_seconds_bucket{{route="{entity.name}",le="+Inf"}}'
+    labels = f'route="{entity.name}",status="200"'
+    count = f"crud_gateway_request_duration_seconds_count{{{labels}}}"
+    inf = f'crud_gateway_request_duration_seconds_bucket{{{labels},le="+Inf"}}'
     before, count_before = metric(netns, counter), metric(netns, count)
     for _ in range(3):
         assert call(netns, "GET", route).status == 200
@@ -311,6 +313,10 @@ def test_metrics_by_route_and_status(gateway, netns):
     assert metric(netns, count) - count_before == 3
     assert metric(netns, inf) == metric(netns, count)
     assert call(netns, "GET", "/metrics").status == 404, "metrics are not on the public port"
+    exposition = call(netns, "GET", "/metrics", port=9145).body
+    lint = subprocess.run(["promtool", "check", "metrics"], input=exposition,
+                          capture_output=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def test_json_access_log_with_request_id(gateway, netns):

@@ -46,12 +46,13 @@ function _M.observe()
     local route = ngx.var.crud_route or "unmatched"
     local status = tostring(ngx.status)
     local seconds = tonumber(ngx.var.request_time) or 0
-    incr("requests\t" .. route .. "\t" .. status, 1)
-    incr("sum\t" .. route, seconds)
-    incr("count\t" .. route, 1)
+    local series = route .. "\t" .. status
+    incr("requests\t" .. series, 1)
+    incr("sum\t" .. series, seconds)
+    incr("count\t" .. series, 1)
     for _, le in ipairs(BUCKETS) do
         if seconds <= le then
-            incr("bucket\t" .. route .. "\t" .. le, 1)
+            incr("bucket\t" .. series .. "\t" .. le, 1)
         end
     end
 end
@@ -67,35 +68,35 @@ end
 function _M.metrics()
     local keys = metrics:get_keys(0)
     table.sort(keys)
-    local requests, routes = {}, {}
+    local series = {}
     for _, key in ipairs(keys) do
         local p = split(key)
-        if p[1] == "requests" then
-            requests[#requests + 1] = string.format(
-                'crud_gateway_requests_total{route="%s",status="%s"} %d', p[2], p[3], metrics:get(key))
-        elseif p[1] == "count" then
-            routes[#routes + 1] = p[2]
+        if p[1] == "count" then
+            series[#series + 1] = { route = p[2], status = p[3], key = p[2] .. "\t" .. p[3] }
         end
     end
     local out = {
         "# HELP crud_gateway_requests_total Requests answered by the gateway, by route and status.",
         "# TYPE crud_gateway_requests_total counter",
     }
-    for _, line in ipairs(requests) do
-        out[#out + 1] = line
+    for _, s in ipairs(series) do
+        out[#out + 1] = string.format('crud_gateway_requests_total{route="%s",status="%s"} %d',
+            s.route, s.status, metrics:get("requests\t" .. s.key) or 0)
     end
-    out[#out + 1] = "# HELP crud_gateway_request_duration_seconds Time to answer a request, by route."
+    out[#out + 1] = "# HELP crud_gateway_request_duration_seconds Time to answer a request, by route and status."
     out[#out + 1] = "# TYPE crud_gateway_request_duration_seconds histogram"
-    for _, route in ipairs(routes) do
+    for _, s in ipairs(series) do
+        local labels = string.format('route="%s",status="%s"', s.route, s.status)
+        local name = "crud_gateway_request_duration_seconds"
         for _, le in ipairs(BUCKETS) do
-            out[#out + 1] = string.format('crud_gateway_request_duration_seconds_bucket{route="%s",le="%s"} %d',
-                route, tostring(le), metrics:get("bucket\t" .. route .. "\t" .. le) or 0)
+            out[#out + 1] = name .. "_bucket{" .. labels .. ',le="' .. tostring(le) .. '"} '
+                .. (metrics:get("bucket\t" .. s.key .. "\t" .. le) or 0)
         end
-        local count = metrics:get("count\t" .. route) or 0
-        out[#out + 1] = string.format('crud_gateway_request_duration_seconds_bucket{route="%s",le="+Inf"} %d', route, count)
-        out[#out + 1] = string.format('crud_gateway_request_duration_seconds_sum{route="%s"} %.6f',
-            route, metrics:get("sum\t" .. route) or 0)
-        out[#out + 1] = string.format('crud_gateway_request_duration_seconds_count{route="%s"} %d', route, count)
+        local count = metrics:get("count\t" .. s.key) or 0
+        out[#out + 1] = name .. "_bucket{" .. labels .. ',le="+Inf"} ' .. count
+        out[#out + 1] = name .. "_sum{" .. labels .. "} "
+            .. string.format("%.6f", metrics:get("sum\t" .. s.key) or 0)
+        out[#out + 1] = name .. "_count{" .. labels .. "} " .. count
     end
     ngx.print(table.concat(out, "\n"), "\n")
 end
