@@ -39,6 +39,8 @@ _INDEX_METHODS = {
     pb.INDEX_TYPE_GIST: "gist",
     pb.INDEX_TYPE_BRIN: "brin",
 }
+# Keys of a change event next to the row's columns (see relay/events.py).
+STREAM_RESERVED = ("table_name", "action", "old", "commit_time", "commit_lsn")
 _NEEDS_TARGET = {"SUM", "AVG", "MIN", "MAX", "COUNT_DISTINCT", "STRING_AGG"}
 
 
@@ -292,6 +294,13 @@ class Builder:
             ]
         stream_path, stream = self.entity_block(i, "stream")
         streamed = stream.enable_streaming if stream.HasField("enable_streaming") else True
+        if streamed:
+            for j, f in enumerate(e.fields):
+                if f.name in STREAM_RESERVED:
+                    reserved = ", ".join(STREAM_RESERVED)
+                    self.error(where + ("fields", j, "name"), f"{label}: field name "
+                               f"{f.name!r} is reserved in change events ({reserved}); "
+                               "rename it, or set enable_streaming: false")
         if stream.max_len < 0:
             self.error(stream_path + ("max_len",), "max_len cannot be negative")
         subscribers = []

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(postgresql postgresql-client nginx-extras lua-cjson iproute2 docker-compose prometheus)
+SYSTEM_PACKAGES=(postgresql postgresql-client nginx-extras lua-cjson iproute2 docker-compose prometheus redis-server lua-nginx-redis)
 PYTHON=${PYTHON:-python3}
 
 sudo_if_needed() {

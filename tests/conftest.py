@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from protoc_gen_crud.devstack import PostgresServer
+from protoc_gen_crud.devstack import PostgresServer, TestHost
 
 from .support import write_tree
 
@@ -20,8 +20,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="rewrite testdata/golden from the current output")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_host():
+    """The whole session runs on its own network namespace: every server binds the ports
+    and names the generated configs use (crud:3000, redis:6379, listen 80) on a loopback no
+    other process shares."""
+    host = TestHost().enter()
+    try:
+        yield host
+    finally:
+        host.leave()
+
+
 @pytest.fixture(scope="session")
-def pg():
+def pg(test_host):
     server = PostgresServer().start()
     try:
         server.wait_ready()

@@ -85,12 +85,8 @@ class Recording:
 
 
 @pytest.fixture(scope="session")
-def netns():
-    namespace = NetNamespace().create()
-    try:
-        yield namespace
-    finally:
-        namespace.delete()
+def netns(test_host):
+    return test_host
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model import Backend
-from . import compose, openresty, postgres, postgrest
+from . import compose, openresty, postgres, postgrest, relay
 
 Target = Callable[[Backend], dict[str, str]]
 
@@ -18,4 +18,5 @@ TARGETS: dict[str, Target] = {
     "postgrest": postgrest.render,
     "openresty": openresty.render,
     "compose": compose.render,
+    "relay": relay.render,
 }

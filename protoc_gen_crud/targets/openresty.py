@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..model import Backend, Endpoint, Entity
 from ..rendering import render as render_template
 from .postgrest import SERVER_PORT
+from .relay import topic
 
 METRICS_PORT = 9145
 LISTEN_PORT = 80
@@ -32,6 +33,17 @@ class Route:
     table: str
     collection: str  # e.g. /api/v1/products
     key: str  # single-column primary key, or "" when the key is composite
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One entity's SSE stream: its Redis stream and who may see which rows."""
+
+    name: str
+    topic: str
+    owner: str
+    shared_read: bool
+    admins: tuple[str, ...]
 
 
 def routes(backend: Backend) -> list[Route]:
@@ -64,6 +76,10 @@ def render(backend: Backend) -> dict[str, str]:
         "metrics_port": METRICS_PORT,
         "public_read": sorted(e.name for e in backend.entities
                               if backend.auth.anon_role in e.access.read),
+        "streamed": [Stream(e.name, topic(e.name), e.access.owner_column, e.access.shared_read,
+                            e.access.admin_roles) for e in backend.streamed],
+        "user_claim": backend.auth.user_claim,
+        "role_claim": backend.auth.role_claim,
     }
     return {
         "openresty/nginx.conf": render_template("openresty/nginx.conf.j2", **context),

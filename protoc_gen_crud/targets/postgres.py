@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..model import Backend, Entity
 from ..rendering import render as render_template
+from .relay import RELAY_ROLE
 
 FOLDER = "migrations"
 
@@ -57,7 +58,7 @@ def render(backend: Backend) -> dict[str, str]:
             db=db)),
         ("0002_roles.sql", render_template(
             "postgres/roles.sql.j2", title="PostgREST roles", db=db, auth=auth,
-            roles=roles)),
+            roles=roles, relay_role=RELAY_ROLE)),
     ]
     files += [(f"0100_{e.name}.sql", _entity(backend, e, roles)) for e in backend.entities]
     if any(e.foreign_keys for e in backend.entities):
@@ -77,5 +78,5 @@ def render(backend: Backend) -> dict[str, str]:
     ledger = [_File(name, hashlib.sha256(text.encode()).hexdigest()) for name, text in files]
     out = {f"{FOLDER}/{name}": text for name, text in files}
     out[f"{FOLDER}/migrate.psql"] = render_template("postgres/migrate.psql.j2", files=ledger,
-                                                    auth=auth)
+                                                    auth=auth, relay_role=RELAY_ROLE)
     return out

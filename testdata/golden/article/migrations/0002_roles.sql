@@ -13,6 +13,11 @@ GRANT "anon" TO "authenticator";
 SELECT crud_meta.ensure_role('authenticated', false);
 GRANT "authenticated" TO "authenticator";
 
+-- The change-capture relay reads the publication over a replication connection; it needs
+-- the REPLICATION attribute and no table rights. Its password comes from the environment.
+SELECT crud_meta.ensure_role('crud_relay', true);
+ALTER ROLE "crud_relay" REPLICATION;
+
 GRANT USAGE ON SCHEMA "public" TO "anon", "authenticated";
 GRANT USAGE ON SCHEMA crud_meta TO "anon", "authenticated";
 GRANT EXECUTE ON FUNCTION crud_meta.jwt_claim(text) TO "anon", "authenticated";

@@ -98,7 +98,260 @@ function _M.metrics()
             .. string.format("%.6f", metrics:get("sum\t" .. s.key) or 0)
         out[#out + 1] = name .. "_count{" .. labels .. "} " .. count
     end
+    local subscribers, events = {}, {}
+    for _, key in ipairs(keys) do
+        local p = split(key)
+        if p[1] == "sse_subscribers" then
+            subscribers[#subscribers + 1] = string.format('crud_gateway_sse_subscribers{entity="%s"} %d',
+                p[2], metrics:get(key) or 0)
+        elseif p[1] == "sse_events" then
+            events[#events + 1] = string.format('crud_gateway_sse_events_total{entity="%s"} %d',
+                p[2], metrics:get(key) or 0)
+        end
+    end
+    out[#out + 1] = "# HELP crud_gateway_sse_subscribers Open Server-Sent Events connections, by entity."
+    out[#out + 1] = "# TYPE crud_gateway_sse_subscribers gauge"
+    for _, line in ipairs(subscribers) do
+        out[#out + 1] = line
+    end
+    out[#out + 1] = "# HELP crud_gateway_sse_events_total Events sent to SSE subscribers, by entity."
+    out[#out + 1] = "# TYPE crud_gateway_sse_events_total counter"
+    for _, line in ipairs(events) do
+        out[#out + 1] = line
+    end
     ngx.print(table.concat(out, "\n"), "\n")
+end
+
+-- ------------------------------------------------------------------ real-time streams
+-- /stream/sse/<entity>: the entity's change stream (written by crud-relay) as Server-Sent
+-- Events. `id:` is the Redis stream id; Last-Event-ID (header or ?last_event_id=) resumes
+-- right after that event; a new client starts at "now" unless it asks for ?history=all or
+-- ?history=<n>. Filters: ?action=I,U and <field>=eq.<value>. Read permission is checked by
+-- asking PostgREST (with the caller's token) for zero rows of the table; rows of an entity
+-- with an owner column are sent only to their owner (and admins).
+
+local ok_redis, redis = pcall(require, "resty.redis")
+if not ok_redis then
+    redis = require("nginx.redis")  -- Debian's lua-nginx-redis
+end
+local cjson = require("cjson.safe")
+
+local STREAMS = {
+    ["article"] = {
+        topic = "crud.article",
+        owner = nil,
+        shared_read = false,
+        admins = { },
+    },
+}
+local USER_CLAIM = "sub"
+local ROLE_CLAIM = "role"
+local RESERVED_ARGS = { last_event_id = true, history = true, action = true, access_token = true }
+local HEARTBEAT_MS = 15000
+
+local hosts
+local function resolve(name)
+    -- /etc/hosts first (what nginx itself uses for upstreams), then nginx's resolver.
+    if not hosts then
+        hosts = {}
+        local file = io.open("/etc/hosts")
+        if file then
+            for line in file:lines() do
+                local address, names = line:match("^%s*([%d%.]+)%s+([^#]+)")
+                if address then
+                    for host in names:gmatch("%S+") do
+                        hosts[host] = hosts[host] or address
+                    end
+                end
+            end
+            file:close()
+        end
+    end
+    return hosts[name] or name
+end
+
+local function fail(status, code, message)
+    ngx.status = status
+    ngx.header["Content-Type"] = "application/json"
+    ngx.say(cjson.encode({ code = code, message = message }))
+    return ngx.exit(status)
+end
+
+local function claims_of(authorization)
+    -- The token was verified by PostgREST in the permission check; only its payload is read.
+    local payload = authorization and authorization:match("^[Bb]earer%s+[^.]+%.([^.]+)%.")
+    if not payload then
+        return {}
+    end
+    payload = payload:gsub("-", "+"):gsub("_", "/")
+    payload = payload .. string.rep("=", (4 - #payload % 4) % 4)
+    return cjson.decode(ngx.decode_base64(payload) or "") or {}
+end
+
+local function connect()
+    local red = redis:new()
+    red:set_timeouts(2000, 10000, HEARTBEAT_MS + 5000)
+    local host = os.getenv("CRUD_REDIS_HOST") or "redis"
+    local ok, err = red:connect(resolve(host), tonumber(os.getenv("CRUD_REDIS_PORT") or "6379"))
+    if not ok then
+        return nil, err
+    end
+    local password = os.getenv("REDIS_PASSWORD")
+    if password and password ~= "" then
+        ok, err = red:auth(password)
+        if not ok then
+            return nil, err
+        end
+    end
+    return red
+end
+
+local function starting_point(red, topic, args)
+    local last = ngx.var.http_last_event_id or args.last_event_id
+    if type(last) == "string" and last:match("^%d+%-%d+$") then
+        return last, nil
+    end
+    if args.history == "all" then
+        return "0-0", nil
+    end
+    local wanted = tonumber(args.history)
+    local newest, err = red:xrevrange(topic, "+", "-", "COUNT", (wanted or 0) + 1)
+    if not newest then
+        return nil, err
+    end
+    if wanted and wanted > 0 then
+        if #newest > wanted then
+            return newest[wanted + 1][1], nil  -- the event before the oldest one wanted
+        end
+        return "0-0", nil
+    end
+    return (newest[1] and newest[1][1]) or "0-0", nil  -- now: after the newest event
+end
+
+local function filters_of(args)
+    local actions, fields = nil, {}
+    if type(args.action) == "string" then
+        actions = {}
+        for a in args.action:gmatch("[^,]+") do
+            actions[a] = true
+        end
+    end
+    for key, value in pairs(args) do
+        if not RESERVED_ARGS[key] and type(value) == "string" then
+            local wanted = value:match("^eq%.(.*)$") or value
+            fields[key] = wanted
+        end
+    end
+    return actions, fields
+end
+
+local function visible(data, actions, fields, owner, user)
+    if actions and not actions[data.action] then
+        return false
+    end
+    for key, wanted in pairs(fields) do
+        local value = data[key]
+        if value == nil or value == cjson.null or tostring(value) ~= wanted then
+            return false
+        end
+    end
+    if owner and tostring(data[owner]) ~= tostring(user) then
+        return false
+    end
+    return true
+end
+
+function _M.sse(entity)
+    local stream = STREAMS[entity]
+    if not stream then
+        return fail(404, "not_found", "No such stream")
+    end
+    local args = ngx.req.get_uri_args(50)
+    if type(args.access_token) == "string" then
+        ngx.req.set_header("Authorization", "Bearer " .. args.access_token)
+    end
+    local check = ngx.location.capture("/_crud_authz/" .. entity)
+    if check.status ~= 200 then
+        local status = (check.status == 401 or check.status == 403) and check.status or 503
+        return fail(status, "forbidden", "Not allowed to read " .. entity)
+    end
+    local owner, user = nil, nil
+    if stream.owner and not stream.shared_read then
+        local claims = claims_of(ngx.var.http_authorization)
+        if not stream.admins[claims[ROLE_CLAIM] or ""] then
+            owner, user = stream.owner, claims[USER_CLAIM]
+        end
+    end
+    local actions, fields = filters_of(args)
+
+    local red, err = connect()
+    if not red then
+        ngx.log(ngx.ERR, "sse: redis: ", err)
+        return fail(503, "unavailable", "The stream is not available right now")
+    end
+    local last
+    last, err = starting_point(red, stream.topic, args)
+    if not last then
+        return fail(503, "unavailable", "The stream is not available right now")
+    end
+
+    ngx.header["Content-Type"] = "text/event-stream"
+    ngx.header["Cache-Control"] = "no-cache"
+    ngx.header["X-Accel-Buffering"] = "no"
+    ngx.status = 200
+    ngx.print("retry: 3000\n\n")
+    ngx.flush(true)
+
+    local aborted, counted = false, true
+    metrics:incr("sse_subscribers\t" .. entity, 1, 0)
+    local function finish()
+        if counted then
+            counted = false
+            metrics:incr("sse_subscribers\t" .. entity, -1, 0)
+        end
+    end
+    ngx.on_abort(function()
+        aborted = true
+        finish()
+        ngx.exit(499)
+    end)
+    while not aborted do
+        local reply, read_err = red:xread("COUNT", 500, "BLOCK", HEARTBEAT_MS, "STREAMS",
+                                          stream.topic, last)
+        if not reply then
+            ngx.log(ngx.WARN, "sse: redis read: ", read_err)
+            break
+        end
+        local out = {}
+        if reply == ngx.null then
+            out[1] = ": heartbeat\n\n"
+        else
+            for _, entry in ipairs(reply[1][2]) do
+                local id, values = entry[1], entry[2]
+                last = id
+                for i = 1, #values, 2 do
+                    if values[i] == "data" then
+                        local event = cjson.decode(values[i + 1])
+                        local data = event and event.data
+                        if data and visible(data, actions, fields, owner, user) then
+                            out[#out + 1] = "id: " .. id .. "\ndata: " .. cjson.encode(data) .. "\n\n"
+                        end
+                    end
+                end
+            end
+        end
+        if #out > 0 then
+            ngx.print(out)
+            local sent, flush_err = ngx.flush(true)
+            if not sent then
+                ngx.log(ngx.INFO, "sse: client gone: ", flush_err)
+                break
+            end
+            metrics:incr("sse_events\t" .. entity, #out, 0)
+        end
+    end
+    finish()
+    red:close()
 end
 
 return _M
