@@ -8,6 +8,7 @@ listens on 127.0.0.1 on a free port and lives in a temporary folder removed on s
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import socket
@@ -229,10 +230,11 @@ class Gateway:
     def test_config(self) -> subprocess.CompletedProcess[str]:
         return self.netns.run(*self.argv("-t"))
 
-    def start(self) -> Gateway:
+    def start(self, env: dict[str, str] | None = None) -> Gateway:
         log = open(self.prefix / "logs" / "stdout.log", "ab")  # noqa: SIM115 - owned by Popen
         self.process = self.netns.popen(*self.argv("-g", "daemon off;"), stdout=log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(env or {})})
         return self
 
     def reload(self) -> None:
@@ -362,3 +364,79 @@ class RelayProcess:
 
     def output(self) -> str:
         return self.log.read_text()
+
+
+class LocalStack:
+    """One generated backend running locally: its database on a PostgresServer (migrations
+    applied with psql through the ledger), a RedisServer, crud-relay and the gateway.
+
+    Servers can be shared between stacks (tests start PostgreSQL and Redis once); what the
+    stack creates itself — the database, the relay, the gateway, the replication slot, the
+    Redis streams — it removes again on `down()`.
+    """
+
+    def __init__(self, generated: Path, host: NetNamespace, pg: PostgresServer,
+                 redis: RedisServer, database: str, env: dict[str, str] | None = None):
+        self.generated, self.host, self.pg, self.redis = generated, host, pg, redis
+        self.database, self.env = database, env or {}
+        self.relay: RelayProcess | None = None
+        self.gateway: Gateway | None = None
+
+    def up(self) -> LocalStack:
+        self.pg.create_database(self.database)
+        self.migrate()
+        self.start_relay()
+        self.gateway = Gateway(self.host, self.generated / "openresty").start(
+            {"REDIS_PASSWORD": self.redis.password, **self.env})
+        self.wait_http(80)
+        return self
+
+    def migrate(self) -> None:
+        done = self.pg.run_psql(self.database, "-f", "migrate.psql",
+                                cwd=str(self.generated / "migrations"))
+        if done.returncode:
+            raise RuntimeError(f"migrations failed: {done.stderr}")
+
+    def start_relay(self) -> RelayProcess:
+        self.relay = RelayProcess(self.generated / "relay" / "relay.json",
+                                  self.pg.dsn(self.database, "crud_relay"),
+                                  self.redis.url).start()
+        self.wait_relay()
+        return self.relay
+
+    def wait_relay(self, timeout: float = 30) -> None:
+        """Until the relay reports both connections up (its /health)."""
+        import urllib.request
+
+        port = json.loads((self.generated / "relay" / "relay.json").read_text())["metrics_port"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("relay did not become healthy:\n" + (self.relay.output()
+                                                                 if self.relay else ""))
+
+    def wait_http(self, port: int, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                probe.settimeout(0.5)
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError(f"nothing listens on port {port}")
+
+    def down(self) -> None:
+        if self.gateway:
+            self.gateway.stop()
+        if self.relay:
+            self.relay.kill(15)
+        slot = json.loads((self.generated / "relay" / "relay.json").read_text())["slot"]
+        self.pg.run_psql("postgres", "-c", "SELECT pg_drop_replication_slot(slot_name) FROM "
+                         f"pg_replication_slots WHERE slot_name = '{slot}'")
+        self.pg.run_psql("postgres", "-c", f'DROP DATABASE IF EXISTS "{self.database}" '
+                         "WITH (FORCE)")
+        self.redis.client().flushall()

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from protoc_gen_crud.devstack import PostgresServer, TestHost
+from protoc_gen_crud.devstack import PostgresServer, RedisServer, TestHost
 
-from .support import write_tree
+from .support import Recording, wait_port, write_tree
 
 _counter = itertools.count()
 
@@ -68,3 +69,25 @@ class Database:
 @pytest.fixture
 def database(pg) -> Database:
     return Database(pg, f"t{next(_counter)}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(test_host):
+    """One Redis (append-only file, fsync always) for the session; stacks flush it."""
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def recording(test_host, tmp_path_factory):
+    """The PostgREST stand-in on crud:3000 (see recorder.py), shared by the session."""
+    netns = test_host
+    log = tmp_path_factory.mktemp("recorder") / "requests.jsonl"
+    log.touch()
+    recorder = Path(__file__).resolve().parent / "recorder.py"
+    process = netns.popen(sys.executable, str(recorder), "3000", str(log))
+    wait_port(netns, 3000)
+    yield Recording(log)
+    process.terminate()
+    process.wait(10)

@@ -2,8 +2,9 @@
 
 Run inside the test network namespace: `python recorder.py PORT LOGFILE`. Each request is
 appended to LOGFILE as one JSON line (method, path, query, headers, body, peer port).
-Canned answers: a singular request (Accept: application/vnd.pgrst.object+json) whose filter
-asks for the value `missing` gets PostgREST's 406; `big=1` in the query gets a large body.
+Canned answers: the token `forbidden` gets 403 (permission denied); a singular request
+(Accept: application/vnd.pgrst.object+json) whose filter asks for the value `missing` gets
+PostgREST's 406; `big=1` in the query gets a large body.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class Recorder(BaseHTTPRequestHandler):
         }
         with LOCK, open(self.log_path, "a") as log:
             log.write(json.dumps(record) + "\n")
-        if self.headers.get("Accept") == SINGULAR and "eq.missing" in url.query:
+        if self.headers.get("Authorization") == "Bearer forbidden":
+            status, payload = 403, {"code": "42501", "message": "permission denied"}
+        elif self.headers.get("Accept") == SINGULAR and "eq.missing" in url.query:
             status, payload = 406, {"code": "PGRST116", "message": "JSON object requested, "
                                     "multiple (or no) rows returned"}
         elif "big=1" in url.query:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from protoc_gen_crud import builder, textproto
+from protoc_gen_crud.devstack import NetNamespace
 from protoc_gen_crud.generate import generate
 from protoc_gen_crud.resources import proto_include_dir
 
@@ -63,3 +67,62 @@ def write_tree(files: dict[str, str], folder: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     return folder
+
+
+def wait_port(netns: NetNamespace, port: int, up: bool = True, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            with netns.inside():
+                conn.connect()
+            reachable = True
+        except OSError:
+            reachable = False
+        finally:
+            conn.close()
+        if reachable == up:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not become {'open' if up else 'closed'}")
+
+
+class Response:
+    def __init__(self, status: int, headers: dict[str, str], body: bytes):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def call(netns: NetNamespace, method: str, path: str, headers: dict | None = None,
+         body: bytes | str | None = None, port: int = 80, source: str = "127.0.0.1") -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                      source_address=(source, 0))
+    with netns.inside():
+        conn.connect()
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        reply = conn.getresponse()
+        return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()},
+                        reply.read())
+    finally:
+        conn.close()
+
+
+class Recording:
+    """The requests the stand-in PostgREST received since the last `mark()`."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def mark(self) -> None:
+        self.offset = len(self.path.read_text().splitlines())
+
+    def since(self) -> list[dict]:
+        return [json.loads(line) for line in self.path.read_text().splitlines()[self.offset:]]
+
+    def one(self) -> dict:
+        got = self.since()
+        assert len(got) == 1, got
+        return got[0]

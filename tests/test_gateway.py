@@ -11,94 +11,20 @@ import gzip
 import http.client
 import json
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from protoc_gen_crud.devstack import Gateway, NetNamespace
+from protoc_gen_crud.devstack import Gateway
 
-from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, model_of, write_tree
+from .support import EXAMPLES, EXAMPLES_DIR, call, from_textproto, model_of, wait_port, write_tree
 
-HERE = Path(__file__).resolve().parent
 SINGULAR = "application/vnd.pgrst.object+json"
-
-
-def wait_port(netns: NetNamespace, port: int, up: bool = True, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            with netns.inside():
-                conn.connect()
-            reachable = True
-        except OSError:
-            reachable = False
-        finally:
-            conn.close()
-        if reachable == up:
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not become {'open' if up else 'closed'}")
-
-
-class Response:
-    def __init__(self, status: int, headers: dict[str, str], body: bytes):
-        self.status, self.headers, self.body = status, headers, body
-
-    def json(self):
-        return json.loads(self.body)
-
-
-def call(netns: NetNamespace, method: str, path: str, headers: dict | None = None,
-         body: bytes | str | None = None, port: int = 80, source: str = "127.0.0.1") -> Response:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
-                                      source_address=(source, 0))
-    with netns.inside():
-        conn.connect()
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        reply = conn.getresponse()
-        return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()},
-                        reply.read())
-    finally:
-        conn.close()
-
-
-class Recording:
-    """The requests the stand-in PostgREST received since the last `mark()`."""
-
-    def __init__(self, path: Path):
-        self.path, self.offset = path, 0
-
-    def mark(self) -> None:
-        self.offset = len(self.path.read_text().splitlines())
-
-    def since(self) -> list[dict]:
-        return [json.loads(line) for line in self.path.read_text().splitlines()[self.offset:]]
-
-    def one(self) -> dict:
-        got = self.since()
-        assert len(got) == 1, got
-        return got[0]
 
 
 @pytest.fixture(scope="session")
 def netns(test_host):
     return test_host
-
-
-@pytest.fixture(scope="session")
-def recording(netns, tmp_path_factory):
-    log = tmp_path_factory.mktemp("recorder") / "requests.jsonl"
-    log.touch()
-    process = netns.popen(sys.executable, str(HERE / "recorder.py"), "3000", str(log))
-    wait_port(netns, 3000)
-    yield Recording(log)
-    process.terminate()
-    process.wait(10)
-
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

@@ -58,7 +58,10 @@ def change_data(relation: Relation, change: Change, table: Table, commit_lsn: in
 
 
 def cloud_event(event_id: str, data: dict, table: Table, source: str, pubsub: str) -> bytes:
-    """The CloudEvents 1.0 envelope Dapr expects in the stream's `data` field."""
+    """The CloudEvents 1.0 envelope Dapr expects in the stream's `data` field.
+
+    `data` is always the last key: the gateway forwards its bytes to SSE clients unchanged.
+    """
     return orjson.dumps({
         "specversion": "1.0",
         "id": event_id,

@@ -147,7 +147,7 @@ local STREAMS = {
 local USER_CLAIM = "sub"
 local ROLE_CLAIM = "role"
 local RESERVED_ARGS = { last_event_id = true, history = true, action = true, access_token = true }
-local HEARTBEAT_MS = 15000
+local HEARTBEAT_MS = tonumber(os.getenv("CRUD_SSE_HEARTBEAT_MS") or "") or 15000
 
 local hosts
 local function resolve(name)
@@ -261,6 +261,16 @@ local function visible(data, actions, fields, owner, user)
     return true
 end
 
+local function data_json(raw, data)
+    -- The relay writes `data` as the envelope's last key, so the original bytes are sent on:
+    -- re-encoding with cjson would turn empty JSON arrays into objects.
+    local start = raw:find(',"data":', 1, true)
+    if start and raw:sub(-1) == "}" then
+        return raw:sub(start + 8, -2)
+    end
+    return cjson.encode(data)
+end
+
 function _M.sse(entity)
     local stream = STREAMS[entity]
     if not stream then
@@ -331,10 +341,11 @@ function _M.sse(entity)
                 last = id
                 for i = 1, #values, 2 do
                     if values[i] == "data" then
-                        local event = cjson.decode(values[i + 1])
+                        local raw = values[i + 1]
+                        local event = cjson.decode(raw)
                         local data = event and event.data
                         if data and visible(data, actions, fields, owner, user) then
-                            out[#out + 1] = "id: " .. id .. "\ndata: " .. cjson.encode(data) .. "\n\n"
+                            out[#out + 1] = "id: " .. id .. "\ndata: " .. data_json(raw, data) .. "\n\n"
                         end
                     end
                 end
