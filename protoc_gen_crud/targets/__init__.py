@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model import Backend
-from . import compose, openresty, postgres, postgrest, relay
+from . import compose, dapr, openresty, postgres, postgrest, relay
 
 Target = Callable[[Backend], dict[str, str]]
 
@@ -19,4 +19,5 @@ TARGETS: dict[str, Target] = {
     "openresty": openresty.render,
     "compose": compose.render,
     "relay": relay.render,
+    "dapr": dapr.render,
 }
