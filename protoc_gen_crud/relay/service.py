@@ -138,8 +138,9 @@ class Relay:
             message = cursor.read_message()
             if message is None:
                 self.flush(cursor)
-                if time.monotonic() - last_feedback > 5:
+                if time.monotonic() - last_feedback > 2:
                     cursor.send_feedback(flush_lsn=self.confirmed, reply=False)
+                    self.redis.ping()  # notice a lost Redis while idle, not at the next write
                     last_feedback = time.monotonic()
                 self.metrics.lag_bytes = max(0, cursor.wal_end - self.confirmed)
                 select.select([cursor], [], [], 0.5)
