@@ -32,18 +32,22 @@ def format_lsn(lsn: int) -> str:
 
 
 def row(relation: Relation, values: list[object], fallback: list[object] | None = None) -> dict:
+    if not relation.converters:
+        relation.converters = [(c.name, converter(c.type_oid)) for c in relation.columns]
     out = {}
-    for i, column in enumerate(relation.columns):
-        value = values[i]
+    for (name, convert), value, i in zip(relation.converters, values, range(len(values)),
+                                         strict=True):
         if value is UNCHANGED:
             value = fallback[i] if fallback is not None else None
-        out[column.name] = None if value is None else converter(column.type_oid)(value)
+        out[name] = None if value is None else convert(value)
     return out
 
 
 def change_data(relation: Relation, change: Change, table: Table, commit_lsn: int,
-                commit_us: int) -> dict:
-    """The event data: table_name, action, the row's columns by name, old values."""
+                commit_us: int, commit_iso: str | None = None) -> dict:
+    """The event data: table_name, action, the row's columns by name, old values.
+
+    `commit_iso` is the commit time already formatted (once per transaction)."""
     data: dict = {"table_name": table.entity, "action": change.action}
     old = row(relation, change.old) if change.old is not None else None
     if change.action == "D":
@@ -52,7 +56,7 @@ def change_data(relation: Relation, change: Change, table: Table, commit_lsn: in
         data.update(row(relation, change.new or [], change.old))
     if old is not None:
         data["old"] = old
-    data["commit_time"] = commit_time(commit_us).isoformat()
+    data["commit_time"] = commit_iso or commit_time(commit_us).isoformat()
     data["commit_lsn"] = format_lsn(commit_lsn)
     return data
 

@@ -44,6 +44,7 @@ class Relation:
     schema: str
     table: str
     columns: list[Column]
+    converters: list = field(default_factory=list)  # filled by the relay, once per relation
 
 
 @dataclass
@@ -82,20 +83,26 @@ class Reader:
         return value
 
     def tuple(self) -> list[object]:
-        count = self.take(_INT16)
+        data, pos = self.data, self.pos
+        count = int.from_bytes(data[pos:pos + 2], "big")
+        pos += 2
         values: list[object] = []
+        append = values.append
         for _ in range(count):
-            kind = self.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED)
-            elif kind in ("t", "b"):
-                length = self.take(_INT32)
-                values.append(self.data[self.pos:self.pos + length].decode())
-                self.pos += length
+            kind = data[pos]
+            pos += 1
+            if kind == 116 or kind == 98:  # 't' text, 'b' binary
+                length = int.from_bytes(data[pos:pos + 4], "big")
+                pos += 4
+                append(data[pos:pos + length].decode())
+                pos += length
+            elif kind == 110:  # 'n' null
+                append(None)
+            elif kind == 117:  # 'u' unchanged TOASTed value
+                append(UNCHANGED)
             else:
-                raise ValueError(f"unknown tuple value kind {kind!r}")
+                raise ValueError(f"unknown tuple value kind {chr(kind)!r}")
+        self.pos = pos
         return values
 
 

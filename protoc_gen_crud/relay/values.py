@@ -25,6 +25,8 @@ def _number(text: str) -> float | int | str:
 
 def _timestamp(text: str) -> str:
     """2026-11-24 08:45:03.1+00 -> 2026-11-24T08:45:03.1+00:00 (ISO 8601, like to_json)."""
+    if text[-3:] == "+00" and text[10:11] == " ":  # UTC, the common case
+        return text[:10] + "T" + text[11:] + ":00"
     if text in ("infinity", "-infinity"):
         return text
     iso = text.replace(" ", "T", 1)

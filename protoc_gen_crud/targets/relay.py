@@ -11,6 +11,9 @@ import json
 from ..model import Backend
 
 SLOT = "crud_relay"
+# Redis runs with `appendfsync everysec`: an acknowledged write may be lost for up to about
+# two seconds after a crash, so positions are confirmed to PostgreSQL only after this long.
+CONFIRM_AFTER_SECONDS = 5
 PUBSUB = "crud-pubsub"
 METRICS_PORT = 9464
 RELAY_ROLE = "crud_relay"
@@ -28,6 +31,7 @@ def config(backend: Backend) -> dict:
         "pubsub": PUBSUB,
         "source": f"/crud/{backend.database.name}",
         "metrics_port": METRICS_PORT,
+        "confirm_after_seconds": CONFIRM_AFTER_SECONDS,
         "tables": [
             {"schema": backend.database.schema, "table": e.name, "entity": e.name,
              "topic": topic(e.name), "max_len": e.stream_max_len}

@@ -1,0 +1,69 @@
+"""Shared set-up for the real-time benchmarks: a private test host with PostgreSQL, Redis,
+the PostgREST stand-in (for the gateway's permission check) and one generated backend."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from protoc_gen_crud import builder, textproto
+from protoc_gen_crud.devstack import LocalStack, PostgresServer, RedisServer, TestHost
+from protoc_gen_crud.generate import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFIG = """
+database { name: "bench" }
+entity {
+  name: "reading"
+  fields { name: "device_id" type: SQL_TYPE_TEXT constraints { not_null: true } }
+  fields { name: "value" type: SQL_TYPE_DOUBLE constraints { not_null: true } }
+  fields { name: "note" type: SQL_TYPE_TEXT }
+  api { access { read: ["anon"] create: ["anon"] } }
+  stream { max_len: 2000000 }
+}
+"""
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+@contextlib.contextmanager
+def running_stack(start_relay: bool = True, env: dict[str, str] | None = None):
+    host = TestHost(f"crudbench{int(time.time()) % 100000}").enter()
+    pg = PostgresServer({"fsync": "on", "synchronous_commit": "on"}).start()
+    redis = RedisServer().start()
+    work = Path(tempfile.mkdtemp(prefix="crud-bench-"))
+    recorder = subprocess.Popen(
+        host.command(sys.executable, str(ROOT / "tests" / "recorder.py"), "3000",
+                     str(work / "requests.jsonl")),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    message, sources = textproto.load(CONFIG, "bench.textproto")
+    files = generate(builder.build(message, sources))
+    for rel, text in files.items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(text)
+    stack = LocalStack(work, host, pg, redis, "bench", env=env)
+    try:
+        pg.wait_ready()
+        if start_relay:
+            stack.up()
+        else:
+            pg.create_database("bench")
+            stack.migrate()
+        yield stack
+    finally:
+        with contextlib.suppress(Exception):
+            stack.down()
+        recorder.terminate()
+        redis.cleanup()
+        pg.cleanup()
+        host.leave()
