@@ -26,6 +26,10 @@ entity {
   api { access { read: ["anon"] create: ["anon"] } }
   stream { max_len: 2000000 }
 }
+api {
+  # Every benchmark client connects from 127.0.0.1; per-address limits would refuse them.
+  rate_limit { requests_per_second: 0 }
+}
 """
 
 

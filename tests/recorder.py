@@ -63,6 +63,11 @@ class Recorder(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the default backlog of 5 drops bursts of new connections
+    daemon_threads = True
+
+
 if __name__ == "__main__":
     Recorder.log_path = sys.argv[2]
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Recorder).serve_forever()
+    Server(("127.0.0.1", int(sys.argv[1])), Recorder).serve_forever()
