@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from protoc_gen_crud.devstack import PostgresServer, RedisServer, TestHost
+from protoc_gen_crud.devstack import LocalStack, PostgresServer, RedisServer, TestHost
 
 from .support import Recording, wait_port, write_tree
 
@@ -77,6 +77,21 @@ def redis_server(test_host):
     server = RedisServer().start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+def make_stack(test_host, pg, redis_server, recording, tmp_path):
+    """Start LocalStacks of generated backends for one test; all are taken down after it."""
+    stacks: list[LocalStack] = []
+
+    def make(files: dict[str, str], database: str, env=None) -> LocalStack:
+        generated = write_tree(files, tmp_path / database)
+        stacks.append(LocalStack(generated, test_host, pg, redis_server, database, env=env))
+        return stacks[-1].up()
+
+    yield make
+    for stack in reversed(stacks):
+        stack.down()
 
 
 @pytest.fixture(scope="session")

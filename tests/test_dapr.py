@@ -17,9 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from protoc_gen_crud.devstack import LocalStack
-
-from .support import EXAMPLES, EXAMPLES_DIR, ROOT, from_textproto, model_of, write_tree
+from .support import EXAMPLES, EXAMPLES_DIR, ROOT, from_textproto, model_of
 
 REFERENCE = ROOT.parent / "shared" / "reference" / "dapr" / "jsonschema"
 # Metadata keys documented for each component type (components-contrib metadata.yaml), plus
@@ -128,14 +126,9 @@ class PubsubRedisConsumer:
 
 
 @pytest.fixture
-def shop(test_host, pg, redis_server, recording, tmp_path):
-    generated = write_tree(from_textproto(EXAMPLES_DIR / "storefront" /
-                                          "storefront.textproto"), tmp_path)
-    running = LocalStack(generated, test_host, pg, redis_server, "dapr_shop").up()
-    try:
-        yield running
-    finally:
-        running.down()
+def shop(make_stack):
+    return make_stack(from_textproto(EXAMPLES_DIR / "storefront" / "storefront.textproto"),
+                      "dapr_shop")
 
 
 def test_a_pubsub_redis_consumer_gets_every_change_exactly_once(shop):

@@ -17,7 +17,7 @@ import pytest
 
 from protoc_gen_crud.devstack import LocalStack
 
-from .support import from_text, write_tree
+from .support import from_text
 from .test_realtime import SseClient
 
 CONFIG = """
@@ -35,13 +35,8 @@ TOPIC = "crud.tick"
 
 
 @pytest.fixture
-def stack(test_host, pg, redis_server, recording, tmp_path):
-    generated = write_tree(from_text(CONFIG), tmp_path / "generated")
-    running = LocalStack(generated, test_host, pg, redis_server, "faults").up()
-    try:
-        yield running
-    finally:
-        running.down()
+def stack(make_stack):
+    return make_stack(from_text(CONFIG), "faults")
 
 
 class Writer(threading.Thread):

@@ -13,12 +13,11 @@ import urllib.request
 import psycopg
 import pytest
 
-from protoc_gen_crud.devstack import LocalStack
 from protoc_gen_crud.relay import pgoutput
 from protoc_gen_crud.relay.events import Table, change_data
 from protoc_gen_crud.relay.values import _timestamp, parse_array
 
-from .support import from_text, write_tree
+from .support import from_text
 
 
 def test_decoder_on_real_pgoutput(database):
@@ -87,13 +86,8 @@ entity {
 
 
 @pytest.fixture
-def notes(test_host, pg, redis_server, recording, tmp_path):
-    generated = write_tree(from_text(CONFIG), tmp_path)
-    running = LocalStack(generated, test_host, pg, redis_server, "relay_ops").up()
-    try:
-        yield running
-    finally:
-        running.down()
+def notes(make_stack):
+    return make_stack(from_text(CONFIG), "relay_ops")
 
 
 def fetch(path: str) -> tuple[int, str]:
