@@ -243,3 +243,32 @@ def test_owner_sees_and_changes_only_their_rows(database, tmp_path):
                          "VALUES ('c@x.io', 'Eve', 'alice')")
         admin = {"sub": "root", "role": "admin"}
         assert as_user(admin, "SELECT name FROM shop.customer", role="admin") == [("Alice",)]
+
+
+@pytest.mark.parametrize(("name", "table", "value_type"), [
+    ("product", "public.product_metrics", "bigint"),  # product_analytics: COUNT
+    ("storefront", "shop.revenue_metrics", "numeric"),  # revenue_tracking: SUM(price)
+])
+def test_aggregation_output_tables(name, table, value_type, database, tmp_path):
+    assert database.migrate(example(name), tmp_path).returncode == 0
+    columns = database.query(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+        "%s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,))
+    assert columns == [("window_start", "timestamp with time zone"),
+                       ("window_end", "timestamp with time zone"),
+                       ("value", value_type), ("updated_at", "timestamp with time zone")]
+    upsert = (f"INSERT INTO {table} (window_start, window_end, value) VALUES "
+              "('2026-01-01 10:00+00', '2026-01-01 10:05+00', %s) ON CONFLICT "
+              "(window_start, window_end) DO UPDATE SET value = EXCLUDED.value")
+    with database.connect(autocommit=True) as conn:
+        for value in (3, 5):  # a replayed window arrives again with its final value
+            with conn.transaction():
+                conn.execute("SET LOCAL ROLE crud_pipeline")
+                conn.execute(upsert, (value,))
+    assert database.query(f"SELECT value FROM {table}") == [(5,)]
+    with database.connect(autocommit=True) as conn:
+        assert attempt(conn, "authenticated", {"role": "authenticated"},
+                       f"SELECT count(*) FROM {table}")
+        assert not attempt(conn, "authenticated", {"role": "authenticated"},
+                           f"DELETE FROM {table}")
+        assert not attempt(conn, "anon", None, upsert.replace("%s", "1"))

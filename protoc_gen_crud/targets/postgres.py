@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from .. import aggregates
 from ..model import Backend, Entity
 from ..rendering import render as render_template
 from .relay import RELAY_ROLE
@@ -72,6 +73,18 @@ def render(backend: Backend) -> dict[str, str]:
     files.append(("0400_change_capture.sql", render_template(
         "postgres/change_capture.sql.j2", title="Change data capture", db=db,
         entities=backend.entities, streamed=backend.streamed)))
+    outputs = [rule for rule in backend.rules if rule.output_table]
+    if outputs:
+        tables = [{
+            "rule": rule,
+            "columns": aggregates.output_columns(backend, rule),
+            "key": aggregates.key_columns(rule),
+            "readers": backend.entity(rule.entity).access.read,
+        } for rule in outputs]
+        files.append(("0450_aggregates.sql", render_template(
+            "postgres/aggregates.sql.j2", title="Aggregation outputs", db=db, auth=auth,
+            tables=tables, pipeline_role=aggregates.PIPELINE_ROLE,
+            all_roles=[*roles, auth.authenticator_role])))
     if any(e.seed for e in backend.entities):
         files.append(("0500_seed.sql", render_template(
             "postgres/seed.sql.j2", title="Default data", db=db, entities=backend.entities)))

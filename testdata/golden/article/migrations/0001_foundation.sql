@@ -35,6 +35,15 @@ BEGIN
 END
 $$;
 
+-- Moves updated_at on every UPDATE (tables without a created_at, e.g. aggregation outputs).
+CREATE OR REPLACE FUNCTION crud_meta.touch_updated_at() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := clock_timestamp();
+    RETURN NEW;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION crud_meta.ensure_role(p_name text, p_login boolean) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
