@@ -172,22 +172,14 @@ class NetNamespace:
     def inside(self):
         """Context manager: sockets created in the block live in the namespace."""
         import contextlib
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
         @contextlib.contextmanager
         def entered():
-            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            target = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+            previous = _enter_netns(self.name)
             try:
-                if libc.setns(target, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), "setns into the test namespace failed")
                 yield
             finally:
-                libc.setns(own, CLONE_NEWNET)
-                os.close(own)
-                os.close(target)
+                _return_to_netns(previous)
 
         return entered()
 
@@ -197,10 +189,9 @@ def nginx_binary() -> tuple[str, list[str]]:
 
     OpenResty has Lua compiled in; Debian's nginx loads it as dynamic modules.
     """
-    for name in ("openresty",):
-        found = shutil.which(name)
-        if found:
-            return found, []
+    found = shutil.which("openresty")
+    if found:
+        return found, []
     found = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(found).exists():
         raise RuntimeError("nginx not found; run scripts/setup.sh --system")
@@ -237,9 +228,6 @@ class Gateway:
                                         env={**os.environ, **(env or {})})
         return self
 
-    def reload(self) -> None:
-        self.netns.run(*self.argv("-s", "reload"))
-
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -253,19 +241,31 @@ class Gateway:
         return (self.prefix / "logs" / "stdout.log").read_text()
 
 
-def _enter_netns(name: str) -> int:
-    """Move the calling thread into a named network namespace; returns the old one's fd."""
+def _setns(fd: int) -> None:
     import ctypes
 
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns failed")
+
+
+def _enter_netns(name: str) -> int:
+    """Move the calling thread into a named network namespace; returns the old one's fd."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(f"/run/netns/{name}", os.O_RDONLY)
     try:
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), "setns failed")
+        _setns(target)
     finally:
         os.close(target)
     return own
+
+
+def _return_to_netns(previous: int) -> None:
+    """Undo `_enter_netns`."""
+    try:
+        _setns(previous)
+    finally:
+        os.close(previous)
 
 
 class TestHost(NetNamespace):
@@ -277,11 +277,7 @@ class TestHost(NetNamespace):
         return self
 
     def leave(self) -> None:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.setns(self._previous, CLONE_NEWNET)
-        os.close(self._previous)
+        _return_to_netns(self._previous)
         self.delete()
 
 
@@ -329,10 +325,6 @@ class RedisServer:
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
             self.process.wait(20)
-
-    def restart(self) -> None:
-        self.kill(15)
-        self.start()
 
     def cleanup(self) -> None:
         self.kill(9)

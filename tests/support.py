@@ -126,3 +126,24 @@ class Recording:
         got = self.since()
         assert len(got) == 1, got
         return got[0]
+
+
+def as_request(conn, role: str, claims: dict | None, sql: str):
+    """One statement as PostgREST runs a request (`SET LOCAL ROLE`, `request.jwt.claims`),
+    rolled back afterwards. Returns the rows (or row count); InsufficientPrivilege (the
+    class) when refused; "granted" when the privilege held but the row itself was invalid."""
+    from psycopg import errors
+
+    with conn.transaction(force_rollback=True):
+        conn.execute("SELECT set_config('request.jwt.claims', %s, true)",
+                     (json.dumps(claims) if claims else "",))
+        conn.execute(f'SET LOCAL ROLE "{role}"')
+        try:
+            with conn.transaction():
+                cursor = conn.execute(sql)
+                return cursor.fetchall() if cursor.description else cursor.rowcount
+        except errors.InsufficientPrivilege as exc:
+            return type(exc)
+        except (errors.NotNullViolation, errors.CheckViolation, errors.ForeignKeyViolation,
+                errors.InvalidTextRepresentation):
+            return "granted"

@@ -7,12 +7,10 @@ each example's config (the model's access lists), not from the generated SQL.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from psycopg import errors
 
-from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, model_of
+from .support import EXAMPLES, EXAMPLES_DIR, as_request, from_textproto, model_of
 
 PERSONAS = {
     "anon": None,
@@ -35,24 +33,8 @@ def role_of(backend, persona: str) -> str:
 
 
 def run_as(conn, backend, persona: str, sql: str):
-    """One statement as PostgREST would run it for this persona; rolled back afterwards.
-
-    Returns the rows (or row count) on success, or the exception class on refusal.
-    """
-    with conn.transaction(force_rollback=True):
-        claims = PERSONAS[persona]
-        conn.execute("SELECT set_config('request.jwt.claims', %s, true)",
-                     (json.dumps(claims) if claims else "",))
-        conn.execute(f'SET LOCAL ROLE "{role_of(backend, persona)}"')
-        try:
-            with conn.transaction():
-                cursor = conn.execute(sql)
-                return cursor.fetchall() if cursor.description else cursor.rowcount
-        except errors.InsufficientPrivilege as exc:
-            return type(exc)
-        except (errors.NotNullViolation, errors.CheckViolation, errors.ForeignKeyViolation,
-                errors.InvalidTextRepresentation):
-            return "granted"  # the privilege held; the empty row itself was invalid
+    """One statement as PostgREST would run it for this persona (see as_request)."""
+    return as_request(conn, role_of(backend, persona), PERSONAS[persona], sql)
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

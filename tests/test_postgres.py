@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, model_of
+from .support import EXAMPLES, EXAMPLES_DIR, as_request, from_textproto, model_of
 
 
 def example(name: str) -> dict[str, str]:
@@ -181,18 +181,7 @@ OPERATIONS = {
 
 def attempt(conn: psycopg.Connection, role: str, claims: dict | None, sql: str) -> bool:
     """Run one statement as PostgREST would for a request; True when it was permitted."""
-    with conn.transaction(force_rollback=True):
-        conn.execute("SELECT set_config('request.jwt.claims', %s, true)",
-                     (json.dumps(claims) if claims else "",))
-        conn.execute(f'SET LOCAL ROLE "{role}"')
-        try:
-            with conn.transaction():
-                conn.execute(sql)
-        except errors.InsufficientPrivilege:
-            return False
-        except (errors.NotNullViolation, errors.CheckViolation, errors.ForeignKeyViolation):
-            return True  # privilege was granted; the row itself was bad
-    return True
+    return as_request(conn, role, claims, sql) is not errors.InsufficientPrivilege
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
