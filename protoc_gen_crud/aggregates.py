@@ -1,7 +1,7 @@
 """What an aggregation rule produces: its output columns and their PostgreSQL types.
 
-Shared by the PostgreSQL target (the output table) and, later, the Arroyo target (the SELECT
-that fills it), so both agree on names and types.
+Shared by the PostgreSQL target (the output table) and the Arroyo target (the SELECT that
+fills it), so both agree on names and types.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from .model import Backend, Rule
 
 PIPELINE_ROLE = "crud_pipeline"  # the role Arroyo's webhook sink writes output tables as
+# Columns every output table has besides the group-by fields; a group-by field cannot use them.
+OUTPUT_NAMES = ("window_start", "window_end", "value", "updated_at")
+# The generated column of a pipeline's source table that carries its watermark.
+WATERMARK = "commit_watermark"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import replace as _replace
 from urllib.parse import urlparse
 
-from . import model, sqltypes
+from . import aggregates, model, sqlexpr, sqltypes
 from .diagnostics import Path, Reporter, SourceMap
 from .gen.crud.v1 import options_pb2 as pb
 
@@ -820,19 +820,60 @@ class Builder:
                     if url.scheme not in ("http", "https") or not url.netloc:
                         self.error(here + ("output", "webhook_url"), f"{where}: webhook_url "
                                    f"{out.webhook_url!r} is not an http(s) URL")
-                if out.sse_channel and not re.fullmatch(r"/stream/[a-z0-9_/-]+",
-                                                        out.sse_channel):
+                if out.sse_channel and (
+                        not re.fullmatch(r"/stream/[a-z0-9_-]+", out.sse_channel)
+                        or out.sse_channel == "/stream/sse"):
                     self.error(here + ("output", "sse_channel"), f"{where}: sse_channel "
-                               f"{out.sse_channel!r} must look like /stream/<name>")
+                               f"{out.sse_channel!r} must look like /stream/<name> (lower "
+                               "case letters, digits, _ and -; not /stream/sse, which "
+                               "serves the entities' change streams)")
+                if entity:
+                    self.rule_expressions(here, r, fields, where)
+                    if not entity.streamed:
+                        self.error(here + ("name",), f"{where}: entity {source!r} has "
+                                   "enable_streaming: false, and a rule reads its change "
+                                   "stream; turn streaming on or remove the rule")
                 result.append(model.Rule(
                     name=name, description=r.description, entity=source, window=window,
                     function=fn, target_field=target, custom_sql=r.function.custom_sql.strip(),
                     separator=r.function.separator or ", ", group_by=tuple(r.group_by),
                     having=r.having, where=r.where_condition, output_table=out.table_name,
-                    webhook_url=out.webhook_url, sse_channel=out.sse_channel,
+                    webhook_url=out.webhook_url,
+                    # Results nobody receives are useless: without outputs, publish them.
+                    sse_channel=out.sse_channel or ("" if out.table_name or out.webhook_url
+                                                    else f"/stream/{name}"),
                 ))
         self.unique(names, "aggregation rule", "the backend")
         return result
+
+    def rule_expressions(self, here: Path, r: pb.AggregationRule,
+                         fields: dict[str, model.Column], where: str) -> None:
+        """The rule's SQL pieces run in Arroyo: check their columns and functions here, so a
+        mistake is reported at its rule rather than when the pipeline is deployed."""
+        event = set(fields) | {"table_name", "action", "commit_time", "commit_lsn"}
+        groups = [g for g in r.group_by if g in fields]
+        for n, g in enumerate(r.group_by):
+            if g in aggregates.OUTPUT_NAMES:
+                self.error(here + ("group_by", n), f"{where}: group_by field {g!r} has the "
+                           f"name of an output column ({', '.join(aggregates.OUTPUT_NAMES)})")
+        if aggregates.WATERMARK in fields:
+            self.error(here + ("name",), f"{where}: the source entity has a field named "
+                       f"{aggregates.WATERMARK!r}, which the pipeline needs for its watermark;"
+                       " rename the field")
+        pieces = [(("function", "custom_sql"), r.function.custom_sql, "custom_sql", event,
+                   True, set(groups))]
+        pieces.append((("where_condition",), r.where_condition, "where_condition", event,
+                       False, None))
+        pieces.append((("having",), r.having, "having",
+                       {"value", "window_start", "window_end", *groups}, False, None))
+        for sub, text, what, columns, allow_aggregates, grouped in pieces:
+            if not text.strip():
+                continue
+            try:
+                sqlexpr.check(text, columns, f"{where}: {what}", aggregates=allow_aggregates,
+                              grouped=grouped)
+            except sqlexpr.ExpressionError as problem:
+                self.error(here + sub, str(problem))
 
     def window(self, path: Path, w: pb.Window, where: str) -> model.Window:
         kind = enum_name("WindowType", w.type)

@@ -67,7 +67,9 @@ def write_output(out: Path, files: dict[str, str]) -> int:
     """Write the files and delete those a previous run wrote that are no longer generated.
 
     Only files listed in the previous run's manifest are ever deleted, so anything else in
-    the folder is left alone. Returns how many stale files were removed.
+    the folder is left alone. Files whose text did not change are not rewritten, so file
+    watchers (docker compose watch, make dev) see only real changes. Returns how many stale
+    files were removed.
     """
     manifest = out / MANIFEST
     previous = manifest.read_text().split("\n") if manifest.exists() else []
@@ -80,7 +82,10 @@ def write_output(out: Path, files: dict[str, str]) -> int:
     for rel, text in files.items():
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")  # unchanged files keep their mtime
+        if text.startswith("#!"):
+            target.chmod(0o755)  # scripts (protoc and buf cannot set modes: run them with sh)
     manifest.write_text("\n".join(files) + "\n")
     return removed
 

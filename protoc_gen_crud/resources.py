@@ -25,3 +25,8 @@ def templates_dir() -> Path:
 def proto_include_dir() -> Path:
     """The folder holding crud/v1/options.proto, for `protoc -I`."""
     return _find("proto")
+
+
+def static_text(name: str) -> str:
+    """A file shipped as-is beside the templates (scripts copied into the output)."""
+    return (templates_dir() / "static" / name).read_text()

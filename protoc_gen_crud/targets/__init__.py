@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model import Backend
-from . import compose, dapr, openresty, postgres, postgrest, relay
+from . import arroyo, compose, dapr, openresty, postgres, postgrest, relay
 
 Target = Callable[[Backend], dict[str, str]]
 
@@ -20,4 +20,5 @@ TARGETS: dict[str, Target] = {
     "compose": compose.render,
     "relay": relay.render,
     "dapr": dapr.render,
+    "arroyo": arroyo.render,
 }

@@ -15,14 +15,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..aggregates import PIPELINE_ROLE
 from ..model import Backend, Endpoint, Entity
 from ..rendering import render as render_template
 from .postgrest import SERVER_PORT
 from .relay import topic
 
 METRICS_PORT = 9145
+# The unpublished server on METRICS_PORT also takes aggregation results for SSE channels.
+INTERNAL_PORT = METRICS_PORT
 LISTEN_PORT = 80
 UPSTREAM_HOST = "crud"
+TICK = "T"  # the action of the clock ticks an SSE client asks for with ?ticks=1
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,36 @@ def _single_key(entity: Entity) -> str:
     return entity.primary_key[0] if len(entity.primary_key) == 1 else ""
 
 
+@dataclass(frozen=True)
+class Channel:
+    """An SSE channel of aggregation results: /stream/<name>, readable by the source's readers."""
+
+    name: str
+    topic: str
+    entity: str
+    max_len: int
+
+
+def streams(backend: Backend) -> list[Stream]:
+    """The pipeline role reads whole change streams: aggregates need every row."""
+    sources = {r.entity for r in backend.rules}
+    return [Stream(e.name, topic(e.name), e.access.owner_column, e.access.shared_read,
+                   tuple(sorted({*e.access.admin_roles,
+                                 *((PIPELINE_ROLE,) if e.name in sources else ())})))
+            for e in backend.streamed]
+
+
+def channels(backend: Backend) -> list[Channel]:
+    found: dict[str, Channel] = {}
+    for rule in backend.rules:
+        if rule.sse_channel:
+            name = rule.sse_channel.removeprefix("/stream/")
+            entity = backend.entity(rule.entity)
+            found.setdefault(name, Channel(name, f"crud.aggregate.{name}", entity.name,
+                                           entity.stream_max_len))
+    return sorted(found.values(), key=lambda c: c.name)
+
+
 def endpoint_methods(endpoint: Endpoint) -> str:
     return "GET|HEAD" if endpoint.method == "GET" else "POST"
 
@@ -76,8 +110,9 @@ def render(backend: Backend) -> dict[str, str]:
         "metrics_port": METRICS_PORT,
         "public_read": sorted(e.name for e in backend.entities
                               if backend.auth.anon_role in e.access.read),
-        "streamed": [Stream(e.name, topic(e.name), e.access.owner_column, e.access.shared_read,
-                            e.access.admin_roles) for e in backend.streamed],
+        "streamed": streams(backend),
+        "channels": channels(backend),
+        "tick": TICK,
         "user_claim": backend.auth.user_claim,
         "role_claim": backend.auth.role_claim,
     }

@@ -74,7 +74,7 @@ def render(backend: Backend) -> dict[str, str]:
         "postgres/change_capture.sql.j2", title="Change data capture", db=db,
         entities=backend.entities, streamed=backend.streamed)))
     outputs = [rule for rule in backend.rules if rule.output_table]
-    if outputs:
+    if backend.rules:
         tables = [{
             "rule": rule,
             "columns": aggregates.output_columns(backend, rule),
@@ -84,7 +84,11 @@ def render(backend: Backend) -> dict[str, str]:
         files.append(("0450_aggregates.sql", render_template(
             "postgres/aggregates.sql.j2", title="Aggregation outputs", db=db, auth=auth,
             tables=tables, pipeline_role=aggregates.PIPELINE_ROLE,
-            all_roles=[*roles, auth.authenticator_role])))
+            all_roles=[*roles, auth.authenticator_role],
+            sources=sorted({rule.entity for rule in backend.rules}),
+            # Without authentication every request is the anonymous role, Arroyo's too.
+            writers=[aggregates.PIPELINE_ROLE]
+            + ([auth.anon_role] if auth.type == "NONE" else []))))
     if any(e.seed for e in backend.entities):
         files.append(("0500_seed.sql", render_template(
             "postgres/seed.sql.j2", title="Default data", db=db, entities=backend.entities)))

@@ -98,7 +98,7 @@ function _M.metrics()
             .. string.format("%.6f", metrics:get("sum\t" .. s.key) or 0)
         out[#out + 1] = name .. "_count{" .. labels .. "} " .. count
     end
-    local subscribers, events = {}, {}
+    local subscribers, events, published = {}, {}, {}
     for _, key in ipairs(keys) do
         local p = split(key)
         if p[1] == "sse_subscribers" then
@@ -107,6 +107,9 @@ function _M.metrics()
         elseif p[1] == "sse_events" then
             events[#events + 1] = string.format('crud_gateway_sse_events_total{entity="%s"} %d',
                 p[2], metrics:get(key) or 0)
+        elseif p[1] == "published" then
+            published[#published + 1] = string.format(
+                'crud_gateway_aggregates_published_total{channel="%s"} %d', p[2], metrics:get(key) or 0)
         end
     end
     out[#out + 1] = "# HELP crud_gateway_sse_subscribers Open Server-Sent Events connections, by entity."
@@ -117,6 +120,11 @@ function _M.metrics()
     out[#out + 1] = "# HELP crud_gateway_sse_events_total Events sent to SSE subscribers, by entity."
     out[#out + 1] = "# TYPE crud_gateway_sse_events_total counter"
     for _, line in ipairs(events) do
+        out[#out + 1] = line
+    end
+    out[#out + 1] = "# HELP crud_gateway_aggregates_published_total Aggregation results published to SSE channels (repeats not counted)."
+    out[#out + 1] = "# TYPE crud_gateway_aggregates_published_total counter"
+    for _, line in ipairs(published) do
         out[#out + 1] = line
     end
     ngx.print(table.concat(out, "\n"), "\n")
@@ -141,12 +149,20 @@ local STREAMS = {
         topic = "crud.product",
         owner = nil,
         shared_read = false,
-        admins = { },
+        admins = { ["crud_pipeline"] = true, },
     },
 }
+-- Aggregation results (written by Arroyo through /publish/<channel> on the internal port),
+-- served at /stream/<channel> to whoever may read the rule's source entity.
+local CHANNELS = {
+}
+local TICK = "T"
+local SEEN_SECONDS = 2 * 86400  -- how long a published result is remembered, to drop repeats
 local USER_CLAIM = "sub"
 local ROLE_CLAIM = "role"
-local RESERVED_ARGS = { last_event_id = true, history = true, action = true, access_token = true }
+local RESERVED_ARGS = {
+    last_event_id = true, history = true, action = true, access_token = true, ticks = true,
+}
 local HEARTBEAT_MS = tonumber(os.getenv("CRUD_SSE_HEARTBEAT_MS") or "") or 15000
 local BATCH, LINGER = 500, 0.025
 
@@ -272,29 +288,36 @@ local function data_json(raw)
     return nil
 end
 
-function _M.sse(entity)
-    local stream = STREAMS[entity]
-    if not stream then
-        return fail(404, "not_found", "No such stream")
-    end
+local function iso_now()
+    local now = ngx.now()
+    local ms = math.floor((now % 1) * 1000)
+    return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(now)) .. string.format(".%03d+00:00", ms)
+end
+
+-- Sends the Redis stream `topic` as Server-Sent Events after checking that the caller may
+-- read `table` (as PostgREST decides). `label` names the stream in metrics.
+local function serve(label, topic, table, owner_column, shared_read, admins)
     local args = ngx.req.get_uri_args(50)
     if type(args.access_token) == "string" then
         ngx.req.set_header("Authorization", "Bearer " .. args.access_token)
     end
-    local check = ngx.location.capture("/_crud_authz/" .. entity)
+    local check = ngx.location.capture("/_crud_authz/" .. table)
     if check.status ~= 200 then
         local status = (check.status == 401 or check.status == 403) and check.status or 503
-        return fail(status, "forbidden", "Not allowed to read " .. entity)
+        return fail(status, "forbidden", "Not allowed to read " .. label)
     end
     local owner, user = nil, nil
-    if stream.owner and not stream.shared_read then
+    if owner_column and not shared_read then
         local claims = claims_of(ngx.var.http_authorization)
-        if not stream.admins[claims[ROLE_CLAIM] or ""] then
-            owner, user = stream.owner, claims[USER_CLAIM]
+        if not admins[claims[ROLE_CLAIM] or ""] then
+            owner, user = owner_column, claims[USER_CLAIM]
         end
     end
     local actions, fields = filters_of(args)
     local filtered = actions ~= nil or next(fields) ~= nil or owner ~= nil
+    -- Clock ticks let an event-time consumer (Arroyo) close windows when no change comes.
+    local tick = args.ticks == "1" and ('{"table_name":' .. cjson.encode(table)
+        .. ',"action":"' .. TICK .. '","commit_time":"')
 
     local red, err = connect()
     if not red then
@@ -302,7 +325,7 @@ function _M.sse(entity)
         return fail(503, "unavailable", "The stream is not available right now")
     end
     local last
-    last, err = starting_point(red, stream.topic, args)
+    last, err = starting_point(red, topic, args)
     if not last then
         return fail(503, "unavailable", "The stream is not available right now")
     end
@@ -315,11 +338,11 @@ function _M.sse(entity)
     ngx.flush(true)
 
     local aborted, counted = false, true
-    metrics:incr("sse_subscribers\t" .. entity, 1, 0)
+    metrics:incr("sse_subscribers\t" .. label, 1, 0)
     local function finish()
         if counted then
             counted = false
-            metrics:incr("sse_subscribers\t" .. entity, -1, 0)
+            metrics:incr("sse_subscribers\t" .. label, -1, 0)
         end
     end
     ngx.on_abort(function()
@@ -329,14 +352,17 @@ function _M.sse(entity)
     end)
     while not aborted do
         local reply, read_err = red:xread("COUNT", BATCH, "BLOCK", HEARTBEAT_MS, "STREAMS",
-                                          stream.topic, last)
+                                          topic, last)
         if not reply then
             ngx.log(ngx.WARN, "sse: redis read: ", read_err)
             break
         end
-        local out = {}
+        local out, events = {}, 0
         if reply == ngx.null then
             out[1] = ": heartbeat\n\n"
+            if tick then
+                out[2] = "data: " .. tick .. iso_now() .. '"}\n\n'
+            end
         else
             for _, entry in ipairs(reply[1][2]) do
                 local id, values = entry[1], entry[2]
@@ -354,6 +380,7 @@ function _M.sse(entity)
                         end
                         if body then
                             out[#out + 1] = "id: " .. id .. "\ndata: " .. body .. "\n\n"
+                            events = events + 1
                         end
                     end
                 end
@@ -366,7 +393,9 @@ function _M.sse(entity)
                 ngx.log(ngx.INFO, "sse: client gone: ", flush_err)
                 break
             end
-            metrics:incr("sse_events\t" .. entity, #out, 0)
+            if events > 0 then
+                metrics:incr("sse_events\t" .. label, events, 0)
+            end
         end
         if reply ~= ngx.null and #reply[1][2] < BATCH then
             -- A short pause lets the next read collect several events: far fewer Redis
@@ -376,6 +405,88 @@ function _M.sse(entity)
     end
     finish()
     red:close()
+end
+
+function _M.sse(entity)
+    local stream = STREAMS[entity]
+    if not stream then
+        return fail(404, "not_found", "No such stream")
+    end
+    return serve(entity, stream.topic, entity, stream.owner, stream.shared_read, stream.admins)
+end
+
+-- /stream/<channel>: aggregation results, readable by the readers of the rule's entity.
+function _M.channel(name)
+    local channel = CHANNELS[name]
+    if not channel then
+        return fail(404, "not_found", "No such stream")
+    end
+    return serve("channel:" .. name, channel.topic, channel.entity, nil, true, {})
+end
+
+local function hex(bytes)
+    return (bytes:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+-- Appends the result to the channel's stream unless the same result was already published:
+-- Arroyo's webhook sink retries failed requests and replays windows after a restart.
+local PUBLISH_ONCE = [[
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
+    return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[1])
+end
+return false
+]]
+
+-- POST /publish/<channel> (internal port only): one aggregation result, a JSON object.
+function _M.publish(name)
+    local channel = CHANNELS[name]
+    if not channel then
+        return fail(404, "not_found", "No such channel")
+    end
+    if ngx.req.get_method() ~= "POST" then
+        return fail(405, "method_not_allowed", "POST a JSON object")
+    end
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    if not body then
+        local path = ngx.req.get_body_file()
+        local file = path and io.open(path, "rb")
+        if file then
+            body = file:read("*a")
+            file:close()
+        end
+    end
+    body = body and body:match("^%s*(.-)%s*$")
+    local value = body and cjson.decode(body)
+    if type(value) ~= "table" or body:sub(1, 1) ~= "{" then
+        return fail(400, "bad_request", "The body must be a JSON object")
+    end
+    local digest = hex(ngx.sha1_bin(channel.topic .. "\n" .. body))
+    local envelope = '{"specversion":"1.0","id":"' .. digest .. '","source":"crud-gateway",'
+        .. '"type":"crud.aggregate.' .. name .. '","datacontenttype":"application/json",'
+        .. '"topic":"' .. channel.topic .. '","data":' .. body .. "}"
+    local red, err = connect()
+    if not red then
+        ngx.log(ngx.ERR, "publish: redis: ", err)
+        return fail(503, "unavailable", "Redis is not available right now")
+    end
+    local id
+    id, err = red:eval(PUBLISH_ONCE, 2, channel.topic, channel.topic .. ".seen." .. digest,
+                       envelope, channel.max_len, SEEN_SECONDS)
+    if not id then
+        ngx.log(ngx.ERR, "publish: redis: ", err)
+        return fail(503, "unavailable", "Redis is not available right now")
+    end
+    red:set_keepalive(60000, 32)
+    ngx.header["Content-Type"] = "application/json"
+    if id == ngx.null then
+        ngx.status = 200
+        ngx.say('{"published":false,"reason":"duplicate"}')
+    else
+        metrics:incr("published\t" .. name, 1, 0)
+        ngx.status = 201
+        ngx.say('{"published":true,"id":"' .. id .. '"}')
+    end
 end
 
 return _M
