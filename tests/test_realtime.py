@@ -18,7 +18,7 @@ import pytest
 
 from protoc_gen_crud.devstack import LocalStack
 
-from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, write_tree
+from .support import EXAMPLES, EXAMPLES_DIR, call, from_textproto, write_tree
 
 # Per example: (entity, statement) in execution order. Each statement returns the changed
 # rows as `row` (to_jsonb of the table row).
@@ -64,6 +64,13 @@ SCRIPTS: dict[str, list[tuple[str, str]]] = {
         ("customer", "UPDATE shop.customer SET tier = 'gold' WHERE user_id = 'bob' "
                      "RETURNING to_jsonb(customer)"),
     ],
+    "pipelines": [
+        ("metric", "INSERT INTO metric (device, temperature, amount, price, note) VALUES "
+                   "('a', 20.5, 3, 9.99, 'x'), ('b', NULL, NULL, NULL, NULL) "
+                   "RETURNING to_jsonb(metric)"),
+        ("metric", "UPDATE metric SET amount = 4 WHERE device = 'a' RETURNING to_jsonb(metric)"),
+        ("metric", "DELETE FROM metric WHERE device = 'b' RETURNING to_jsonb(metric)"),
+    ],
 }
 ACTIONS = {"INSERT": "I", "UPDATE": "U", "DELETE": "D"}
 ADMIN = {"sub": "root", "role": "admin"}
@@ -81,6 +88,8 @@ INSERTS = {
     "storefront": ("customer", "INSERT INTO shop.customer (email, name, user_id) VALUES "
                                "('{tag}@a.b', 'A', 'alice'), ('{tag}@c.d', 'B', 'bob') "
                                "RETURNING to_jsonb(customer)"),
+    "pipelines": ("metric", "INSERT INTO metric (note) VALUES ('{tag} a'), ('{tag} b') "
+                            "RETURNING to_jsonb(metric)"),
 }
 
 
@@ -297,3 +306,58 @@ def test_slow_and_vanished_clients_do_not_stall_others(stack):
     assert time.monotonic() - started < 10
     reader.close()
     stalled.close()
+
+
+@pytest.mark.parametrize("stack", ["pipelines"], indirect=True)
+def test_ticks_move_event_time_when_idle(stack):
+    """?ticks=1 (what Arroyo's source asks for) adds clock ticks while no change comes, so
+    windows close on a quiet backend; ticks carry no id, so Last-Event-ID is not moved."""
+    client = SseClient("/stream/sse/metric?ticks=1")
+    ticks = client.events(2, timeout=3)
+    client.close()
+    assert len(ticks) == 2 and all(event_id is None for event_id, _ in ticks)
+    first, second = (data for _, data in ticks)
+    assert first["action"] == "T" and first["table_name"] == "metric"
+    assert second["commit_time"] > first["commit_time"]
+    plain = SseClient("/stream/sse/metric")
+    assert plain.events(1, timeout=1.2) == [] and plain.comments >= 1
+    plain.close()
+
+
+@pytest.mark.parametrize("stack", ["storefront"], indirect=True)
+def test_aggregation_results_reach_their_channel_once(stack, recording):
+    """Arroyo's webhook sink posts each window's result to the gateway's internal port; a
+    repeat (sink retry, replay after restart) is acknowledged but not published again."""
+    _, running = stack
+    client = SseClient("/stream/revenue")
+    assert client.status == 200
+    result = {"window_start": "2026-11-24T10:00:00Z", "window_end": "2026-11-24T10:05:00Z",
+              "value": 1234.5}
+    body = json.dumps(result)
+    first = call(running.host, "POST", "/publish/revenue", body=body, port=9145,
+                 headers={"Content-Type": "application/json"})
+    again = call(running.host, "POST", "/publish/revenue", body=body, port=9145,
+                 headers={"Content-Type": "application/json"})
+    assert (first.status, first.json()["published"]) == (201, True)
+    assert (again.status, again.json()["published"]) == (200, False)
+    events = client.events(2, timeout=1.5)
+    client.close()
+    assert [data for _, data in events] == [result]
+    assert events[0][0] == first.json()["id"]
+    assert call(running.host, "POST", "/publish/nosuch", body=body, port=9145).status == 404
+    assert call(running.host, "GET", "/publish/revenue", port=9145).status == 405
+    assert call(running.host, "POST", "/publish/revenue", body="[1]", port=9145).status == 400
+    # Only the internal port takes results; the public one has no such route.
+    assert call(running.host, "POST", "/publish/revenue", body=body).status == 404
+    metrics = call(running.host, "GET", "/metrics", port=9145).body.decode()
+    assert 'crud_gateway_aggregates_published_total{channel="revenue"} 1' in metrics
+    # The permission check is the source entity's: the stand-in PostgREST refuses the token
+    # "forbidden", and the channel is refused with it.
+    for path in ("/stream/revenue", "/stream/order_metrics"):
+        denied = SseClient(path, headers={"Authorization": "Bearer forbidden"})
+        assert denied.status == 403, path
+        denied.close()
+    recording.mark()
+    allowed = SseClient("/stream/order_metrics")
+    allowed.close()
+    assert recording.one()["path"] == "/order_items"

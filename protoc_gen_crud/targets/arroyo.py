@@ -94,7 +94,7 @@ def value_type(backend: Backend, rule: Rule) -> str:
     if rule.function == "STRING_AGG":
         return "TEXT"
     column_type = arroyo_type(backend.entity(rule.entity).column(rule.target_field))
-    if rule.function == "AVG":
+    if rule.function == "AVG" or (rule.function == "SUM" and column_type == "FLOAT"):
         return "DOUBLE"
     if rule.function == "SUM" and column_type == "INT":
         return "BIGINT"
