@@ -853,7 +853,7 @@ class Builder:
         event = set(fields) | {"table_name", "action", "commit_time", "commit_lsn"}
         groups = [g for g in r.group_by if g in fields]
         for n, g in enumerate(r.group_by):
-            if g in aggregates.OUTPUT_NAMES:
+            if g in fields and g in aggregates.OUTPUT_NAMES:
                 self.error(here + ("group_by", n), f"{where}: group_by field {g!r} has the "
                            f"name of an output column ({', '.join(aggregates.OUTPUT_NAMES)})")
         if aggregates.WATERMARK in fields:
