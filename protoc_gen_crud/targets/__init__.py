@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model import Backend
-from . import arroyo, compose, dapr, openresty, postgres, postgrest, relay
+from . import arroyo, compose, dapr, observability, openresty, postgres, postgrest, relay
 
 Target = Callable[[Backend], dict[str, str]]
 
@@ -21,4 +21,5 @@ TARGETS: dict[str, Target] = {
     "relay": relay.render,
     "dapr": dapr.render,
     "arroyo": arroyo.render,
+    "observability": observability.render,
 }

@@ -1,0 +1,79 @@
+"""Change events: what the relay writes to each entity's Redis stream.
+
+An entry is `XADD <topic> MAXLEN ~ <n> <id> data <CloudEvent JSON>`, the layout Dapr's
+pubsub.redis component reads. The id is `<commit LSN>-<change number within the
+transaction>`: increasing in commit order, and the same every time a change is replayed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from .pgoutput import UNCHANGED, Change, Relation
+from .values import commit_time, converter
+
+RESERVED = ("table_name", "action", "old", "commit_time", "commit_lsn")
+TYPES = {"I": "insert", "U": "update", "D": "delete"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """How one streamed table is published (from relay.json)."""
+
+    entity: str
+    topic: str
+    max_len: int
+
+
+def format_lsn(lsn: int) -> str:
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def row(relation: Relation, values: list[object], fallback: list[object] | None = None) -> dict:
+    if not relation.converters:
+        relation.converters = [(c.name, converter(c.type_oid)) for c in relation.columns]
+    out = {}
+    for (name, convert), value, i in zip(relation.converters, values, range(len(values)),
+                                         strict=True):
+        if value is UNCHANGED:
+            value = fallback[i] if fallback is not None else None
+        out[name] = None if value is None else convert(value)
+    return out
+
+
+def change_data(relation: Relation, change: Change, table: Table, commit_lsn: int,
+                commit_us: int, commit_iso: str | None = None) -> dict:
+    """The event data: table_name, action, the row's columns by name, old values.
+
+    `commit_iso` is the commit time already formatted (once per transaction)."""
+    data: dict = {"table_name": table.entity, "action": change.action}
+    old = row(relation, change.old) if change.old is not None else None
+    if change.action == "D":
+        data.update(old or {})
+    else:
+        data.update(row(relation, change.new or [], change.old))
+    if old is not None:
+        data["old"] = old
+    data["commit_time"] = commit_iso or commit_time(commit_us).isoformat()
+    data["commit_lsn"] = format_lsn(commit_lsn)
+    return data
+
+
+def cloud_event(event_id: str, data: dict, table: Table, source: str, pubsub: str) -> bytes:
+    """The CloudEvents 1.0 envelope Dapr expects in the stream's `data` field.
+
+    `data` is always the last key: the gateway forwards its bytes to SSE clients unchanged.
+    """
+    return orjson.dumps({
+        "specversion": "1.0",
+        "id": event_id,
+        "source": source,
+        "type": f"crud.{table.entity}.{TYPES[data['action']]}",
+        "datacontenttype": "application/json",
+        "time": data["commit_time"],
+        "topic": table.topic,
+        "pubsubname": pubsub,
+        "data": data,
+    })
