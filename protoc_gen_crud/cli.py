@@ -7,6 +7,11 @@ to debug what `buf generate` sent.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,8 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", action="append", choices=sorted(TARGETS),
                         help="generate only this target (repeatable)")
     parser.add_argument("--request", help="replay a CodeGeneratorRequest saved by the plugin")
+    parser.add_argument("--token", metavar="ROLE",
+                        help="print an HS256 API token for ROLE signed with $PGRST_JWT_SECRET "
+                             "(e.g. crud_pipeline for CRUD_PIPELINE_TOKEN) and exit")
     parser.add_argument("--version", action="version", version=f"crud-gen {__version__}")
     args = parser.parse_args(argv)
+    if args.token:
+        secret = os.environ.get("PGRST_JWT_SECRET", "")
+        if len(secret) < 32:
+            print("crud-gen: set PGRST_JWT_SECRET (32+ characters) to sign the token",
+                  file=sys.stderr)
+            return 2
+        print(service_token(args.token, secret))
+        return 0
     if bool(args.config) == bool(args.request):
         parser.error("give a config file or --request, not both")
     try:
@@ -61,6 +77,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 MANIFEST = ".crud-gen-manifest"
+
+
+def service_token(role: str, secret: str) -> str:
+    """A JWT (HS256) whose only claim is the role: what PostgREST needs to switch to it.
+    It does not expire; rotate it by changing the secret."""
+    def part(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    header = part(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = part(json.dumps({"role": role}, separators=(",", ":")).encode())
+    signature = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256)
+    return f"{header}.{claims}.{part(signature.digest())}"
 
 
 def write_output(out: Path, files: dict[str, str]) -> int:

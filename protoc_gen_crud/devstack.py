@@ -218,6 +218,17 @@ class Gateway:
     def argv(self, *extra: str) -> list[str]:
         return [self.binary, "-p", f"{self.prefix}/", "-c", str(self.wrapper), *extra]
 
+    def reload(self, openresty_dir: Path) -> None:
+        """Take a regenerated openresty/ folder: nginx re-reads it gracefully (same master,
+        open SSE streams finish on the old workers)."""
+        shutil.copytree(openresty_dir, self.prefix, dirs_exist_ok=True)
+        checked = self.test_config()
+        if checked.returncode:
+            raise RuntimeError(f"the new gateway configuration is invalid: {checked.stderr}")
+        done = self.netns.run(*self.argv("-s", "reload"))
+        if done.returncode:
+            raise RuntimeError(f"gateway reload failed: {done.stderr}")
+
     def test_config(self) -> subprocess.CompletedProcess[str]:
         return self.netns.run(*self.argv("-t"))
 

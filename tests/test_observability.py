@@ -125,9 +125,7 @@ def exported_metrics(stack) -> set[str]:
 
 def test_every_dashboard_and_alert_query_uses_exported_metrics(make_stack, tmp_path):
     files = from_textproto(EXAMPLES_DIR / "storefront" / "storefront.textproto")
-    stack = make_stack(files, "obs_storefront")
-    stack.start_relay()
-    stack.wait_relay()
+    stack = make_stack(files, "obs_storefront")  # relay and gateway running
     with psycopg.connect(stack.pg.dsn(stack.database), autocommit=True) as conn:
         conn.execute("INSERT INTO shop.customer (email, name, user_id) VALUES "
                      "('o@x.io', 'O', 'o')")

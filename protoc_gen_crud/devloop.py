@@ -1,0 +1,178 @@
+"""`make dev`: the generated backend on this machine without Docker, reloading on change.
+
+Starts what this machine can run (PostgreSQL, Redis, crud-relay and the gateway on nginx with
+Lua, and PostgREST when a `postgrest` binary is on the PATH) in a private network namespace
+where the service names of the compose stack (`crud`, `redis`, `proxy`, ...) resolve to its
+loopback, so the generated files run unchanged. Then it watches the `.proto` or textproto:
+each change is regenerated and only the difference is applied — migrations run (through
+the ledger), the gateway reloads, the relay restarts when its configuration changed.
+Nothing else restarts. Needs root (network namespaces, PostgreSQL as `postgres`).
+
+    python -m protoc_gen_crud.devloop configs/product.textproto [-o generated]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import builder, textproto
+from .cli import write_output
+from .devstack import LocalStack, NetNamespace, PostgresServer, RedisServer, TestHost
+from .diagnostics import GenerationError
+from .generate import generate
+from .resources import proto_include_dir
+
+
+def generate_from(source: Path) -> dict[str, str]:
+    """Generate from a textproto (in process) or a .proto (through protoc and the plugin,
+    exactly as `buf generate` would)."""
+    if source.suffix != ".proto":
+        message, sources = textproto.load(source.read_text(encoding="utf-8"), str(source))
+        return generate(builder.build(message, sources))
+    with tempfile.TemporaryDirectory(prefix="crud-dev-") as out:
+        plugin = shutil.which("protoc-gen-crud") or str(Path(sys.executable).parent
+                                                        / "protoc-gen-crud")
+        done = subprocess.run(
+            [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}",
+             f"-I{source.parent}", f"--plugin=protoc-gen-crud={plugin}", f"--crud_out={out}",
+             source.name], cwd=source.parent, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr.strip() or "protoc failed")
+        return {str(p.relative_to(out)): p.read_text() for p in sorted(Path(out).rglob("*"))
+                if p.is_file()}
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Which running parts a regeneration touches."""
+
+    migrations: bool
+    gateway: bool
+    relay: bool
+    files: tuple[str, ...]
+
+
+def difference(old: dict[str, str], new: dict[str, str]) -> Difference:
+    changed = tuple(sorted(p for p in {*old, *new} if old.get(p) != new.get(p)))
+    return Difference(
+        migrations=any(p.startswith("migrations/") for p in changed),
+        gateway=any(p.startswith("openresty/") for p in changed),
+        relay="relay/relay.json" in changed,
+        files=changed,
+    )
+
+
+class DevLoop:
+    """One source file, its generated folder, and the stack running it."""
+
+    def __init__(self, source: Path, out: Path, host: NetNamespace, pg: PostgresServer,
+                 redis: RedisServer, database: str = "crud_dev"):
+        self.source, self.out = source, out
+        self.host, self.pg, self.redis, self.database = host, pg, redis, database
+        self.files: dict[str, str] = {}
+        self.stack: LocalStack | None = None
+        self.postgrest: subprocess.Popen | None = None
+        self.seen = 0.0
+
+    def start(self) -> DevLoop:
+        self.files = generate_from(self.source)
+        write_output(self.out, self.files)
+        self.seen = self.source.stat().st_mtime
+        self.stack = LocalStack(self.out, self.host, self.pg, self.redis, self.database).up()
+        self.start_postgrest()
+        return self
+
+    def start_postgrest(self) -> None:
+        binary = shutil.which("postgrest")
+        if not binary:
+            log("postgrest is not on the PATH: the API, and the read-permission check of SSE "
+                "streams, answer 503 until something serves crud:3000")
+            return
+        env = {**os.environ, "PGRST_DB_URI": self.pg.dsn(self.database),
+               "PGRST_JWT_SECRET": os.environ.get("PGRST_JWT_SECRET", "d" * 32)}
+        self.postgrest = self.host.popen(binary, str(self.out / "postgrest" / "postgrest.conf"),
+                                         env=env)
+
+    def apply(self) -> Difference | None:
+        """Regenerate and apply what changed; a bad edit is reported and nothing changes."""
+        try:
+            new = generate_from(self.source)
+        except (GenerationError, RuntimeError) as problem:
+            log(f"not applied:\n{problem}")
+            return None
+        change = difference(self.files, new)
+        if not change.files:
+            return change
+        write_output(self.out, new)
+        self.files = new
+        assert self.stack is not None
+        if change.migrations:
+            self.stack.migrate()
+            log("migrations applied")
+        if change.gateway and self.stack.gateway:
+            self.stack.gateway.reload(self.out / "openresty")
+            log("gateway reloaded")
+        if change.relay and self.stack.relay:
+            self.stack.relay.kill(15)
+            self.stack.start_relay()
+            log("relay restarted")
+        return change
+
+    def poll(self) -> Difference | None:
+        mtime = self.source.stat().st_mtime
+        if mtime == self.seen:
+            return None
+        self.seen = mtime
+        return self.apply()
+
+    def stop(self) -> None:
+        if self.postgrest and self.postgrest.poll() is None:
+            self.postgrest.terminate()
+            self.postgrest.wait(10)
+        if self.stack:
+            self.stack.down()
+
+
+def log(message: str) -> None:
+    print(f"crud-dev: {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crud-dev", description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="a .proto or crud.v1.Backend textproto")
+    parser.add_argument("-o", "--out", type=Path, default=Path("generated"))
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between checks")
+    args = parser.parse_args(argv)
+    host = TestHost(name="crud-dev").enter()
+    pg, redis = PostgresServer().start(), RedisServer().start()
+    pg.wait_ready()
+    loop = DevLoop(args.source.resolve(), args.out.resolve(), host, pg, redis)
+    try:
+        loop.start()
+        log(f"running in network namespace {host.name}: sudo ip netns exec {host.name} "
+            "curl http://proxy/health ; watching " + str(args.source))
+        for name in ("arroyo", "daprd"):
+            if not shutil.which(name):
+                log(f"{name} is not on the PATH: skipped")
+        while True:
+            time.sleep(args.poll)
+            loop.poll()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        loop.stop()
+        redis.cleanup()
+        pg.cleanup()
+        host.leave()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
