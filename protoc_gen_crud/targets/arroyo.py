@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from .. import aggregates, sqlexpr
 from ..model import Backend, Column, Entity, Rule
+from ..rendering import ident, literal
 from ..rendering import render as render_template
 from ..resources import static_text
 from .openresty import INTERNAL_PORT, LISTEN_PORT, TICK
@@ -74,7 +75,6 @@ class Pipeline:
     source_headers: str
     window_call: str
     value_expression: str
-    group_by: tuple[str, ...]
     where: str
     having: str
     output_columns: tuple[SqlColumn, ...]  # empty: Arroyo infers them (CUSTOM values)
@@ -104,21 +104,21 @@ def value_type(backend: Backend, rule: Rule) -> str:
 def window_call(rule: Rule) -> str:
     w = rule.window
     if w.type == "TUMBLING":
-        return f"tumble(INTERVAL '{w.interval}')"
+        return f"tumble(INTERVAL {literal(w.interval)})"
     if w.type == "SLIDING":
-        return f"hop(INTERVAL '{w.slide}', INTERVAL '{w.interval}')"
-    return f"session(INTERVAL '{w.interval}')"
+        return f"hop(INTERVAL {literal(w.slide)}, INTERVAL {literal(w.interval)})"
+    return f"session(INTERVAL {literal(w.interval)})"
 
 
 def value_expression(rule: Rule) -> str:
-    target = rule.target_field and _quote(rule.target_field)
+    target = rule.target_field and ident(rule.target_field)
     match rule.function:
         case "COUNT":
             return f"count({target})" if target else "count(*)"
         case "COUNT_DISTINCT":
             return f"count(DISTINCT {target})"
         case "STRING_AGG":
-            return f"string_agg({target}, {_string(rule.separator)})"
+            return f"string_agg({target}, {literal(rule.separator)})"
         case "CUSTOM":
             return sqlexpr.translate(rule.custom_sql)
         case other:
@@ -137,11 +137,16 @@ def _uses_postgrest(url: str) -> bool:
     return parsed.hostname == POSTGREST_HOST and (parsed.port or 80) == SERVER_PORT
 
 
+def token_header(backend: Backend) -> str:
+    """The pipeline's Authorization header (a `{{ VAR }}` Arroyo fills), or "" without auth."""
+    if backend.auth.type == "NONE":
+        return ""
+    return f"Authorization: Bearer {{{{ {TOKEN_VARIABLE} }}}}"
+
+
 def sinks(backend: Backend, rule: Rule) -> tuple[Sink, ...]:
-    auth = backend.auth.type != "NONE"
-    token = f"Authorization: Bearer {{{{ {TOKEN_VARIABLE} }}}}"
     upsert = "Prefer: resolution=merge-duplicates"
-    api = ",".join([token, upsert] if auth else [upsert])
+    api = ",".join(h for h in (token_header(backend), upsert) if h)
     json_body = "Content-Type: application/json"
     found: list[Sink] = []
     table_url = ""
@@ -170,7 +175,7 @@ def pipeline(backend: Backend, rule: Rule) -> Pipeline:
                    *(SqlColumn(g, arroyo_type(entity.column(g))) for g in rule.group_by),
                    SqlColumn("value", value_type(backend, rule)))
     found = sinks(backend, rule)
-    auth = backend.auth.type != "NONE"
+    token = token_header(backend)
     gateway = f"http://{GATEWAY_HOST}" + (f":{LISTEN_PORT}" if LISTEN_PORT != 80 else "")
     return Pipeline(
         name=f"{rule.entity}_{rule.name}",
@@ -178,28 +183,19 @@ def pipeline(backend: Backend, rule: Rule) -> Pipeline:
         source_table=f"{rule.entity}_changes",
         source_columns=source_columns(entity),
         source_endpoint=f"{gateway}/stream/sse/{rule.entity}?ticks=1",
-        source_headers=f"Authorization: Bearer {{{{ {TOKEN_VARIABLE} }}}}" if auth else "",
+        source_headers=token,
         window_call=window_call(rule),
         value_expression=value_expression(rule),
-        group_by=rule.group_by,
         where=sqlexpr.translate(rule.where) if rule.where.strip() else "",
         having=sqlexpr.translate(rule.having) if rule.having.strip() else "",
         output_columns=outputs,
         sinks=found,
-        secrets=(TOKEN_VARIABLE,) if auth else (),
+        secrets=(TOKEN_VARIABLE,) if token else (),
     )
 
 
 def pipelines(backend: Backend) -> list[Pipeline]:
     return [pipeline(backend, rule) for rule in backend.rules]
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def render(backend: Backend) -> dict[str, str]:
