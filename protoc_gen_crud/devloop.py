@@ -31,19 +31,24 @@ from .generate import generate
 from .resources import proto_include_dir
 
 
+def protoc_command(include: Path, out: Path, *protos: str, parameter: str = "",
+                   plugin: Path | None = None) -> list[str]:
+    """protoc (grpcio-tools) running this plugin on `protos`, paths relative to `include`:
+    what `buf generate` does, for the local run and the tests."""
+    plugin = plugin or Path(sys.executable).parent / "protoc-gen-crud"
+    option = f"--crud_out={parameter + ':' if parameter else ''}{out}"
+    return [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}",
+            f"-I{include}", f"--plugin=protoc-gen-crud={plugin}", option, *protos]
+
+
 def generate_from(source: Path) -> dict[str, str]:
-    """Generate from a textproto (in process) or a .proto (through protoc and the plugin,
-    exactly as `buf generate` would)."""
+    """Generate from a textproto (in process) or a .proto (through protoc and the plugin)."""
     if source.suffix != ".proto":
         message, sources = textproto.load(source.read_text(encoding="utf-8"), str(source))
         return generate(builder.build(message, sources))
     with tempfile.TemporaryDirectory(prefix="crud-dev-") as out:
-        plugin = shutil.which("protoc-gen-crud") or str(Path(sys.executable).parent
-                                                        / "protoc-gen-crud")
-        done = subprocess.run(
-            [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}",
-             f"-I{source.parent}", f"--plugin=protoc-gen-crud={plugin}", f"--crud_out={out}",
-             source.name], cwd=source.parent, capture_output=True, text=True)
+        done = subprocess.run(protoc_command(source.parent, Path(out), source.name),
+                              cwd=source.parent, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(done.stderr.strip() or "protoc failed")
         return {str(p.relative_to(out)): p.read_text() for p in sorted(Path(out).rglob("*"))

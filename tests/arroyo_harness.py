@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pyarrow as pa
 import sqloxide
@@ -145,38 +145,43 @@ def _interval_literal(text: str) -> str:
     return f"INTERVAL '{text}'"
 
 
-def rewrite_windows(query: str) -> tuple[str, str]:
-    """Replace the window call by its arithmetic; returns (query, kind of window)."""
-    tumble = re.search(r"tumble\(INTERVAL '([^']+)'\)", query)
-    if tumble:
+_TUMBLE = re.compile(r"tumble\(INTERVAL '([^']+)'\)")
+_HOP = re.compile(r"hop\(INTERVAL '([^']+)', INTERVAL '([^']+)'\)")
+_SESSION = re.compile(r"session\(INTERVAL '([^']+)'\)")
+
+
+def rewrite_windows(query: str) -> tuple[str, str, tuple[str, ...]]:
+    """Replace the window call by its arithmetic; returns (query, kind, its intervals)."""
+    if tumble := _TUMBLE.search(query):
         width = _interval_literal(tumble.group(1))
         start = f"date_bin({width}, commit_time, {EPOCH})"
-        return query.replace(tumble.group(0),
-                             f"named_struct('start', {start}, 'end', {start} + {width})"), "tumble"
-    hop = re.search(r"hop\(INTERVAL '([^']+)', INTERVAL '([^']+)'\)", query)
-    if hop:
+        return (query.replace(tumble.group(0),
+                              f"named_struct('start', {start}, 'end', {start} + {width})"),
+                "tumble", tumble.groups())
+    if hop := _HOP.search(query):
         slide, width = _interval_literal(hop.group(1)), _interval_literal(hop.group(2))
         start = f"(date_bin({slide}, commit_time, {EPOCH}) - crud_hop_shift)"
-        return query.replace(hop.group(0),
-                             f"named_struct('start', {start}, 'end', {start} + {width})"), "hop"
-    session = re.search(r"session\(INTERVAL '([^']+)'\)", query)
+        return (query.replace(hop.group(0),
+                              f"named_struct('start', {start}, 'end', {start} + {width})"),
+                "hop", hop.groups())
+    session = _SESSION.search(query)
     assert session, query
-    return query.replace(session.group(0), "named_struct('start', crud_session_start, "
-                                           "'end', crud_session_end)"), "session"
+    return (query.replace(session.group(0), "named_struct('start', crud_session_start, "
+                                            "'end', crud_session_end)"),
+            "session", session.groups())
 
 
 def execute(sql: str, events: list[dict], group_by: tuple[str, ...] = ()) -> list[dict]:
     """Run the pipeline's results view over `events` (rows of its source table)."""
     parsed = parse(sql)
     source = parsed.source
-    query, kind = rewrite_windows(parsed.view_query)
+    query, kind, intervals = rewrite_windows(parsed.view_query)
     rows = [dict(e) for e in events]
     for row in rows:
         row["commit_watermark"] = row["commit_time"] - timedelta(seconds=5)
     ctx = SessionContext()
     if kind == "hop":
-        hop = re.search(r"hop\(INTERVAL '([^']+)', INTERVAL '([^']+)'\)", parsed.view_query)
-        slide, width = (seconds(hop.group(1)), seconds(hop.group(2)))
+        slide, width = (seconds(text) for text in intervals)
         # Each event belongs to width/slide windows: one copy per window, shifted back.
         expanded = []
         for row in rows:
@@ -186,7 +191,7 @@ def execute(sql: str, events: list[dict], group_by: tuple[str, ...] = ()) -> lis
         ctx.register_record_batches(source.name, [[pa.RecordBatch.from_pylist(
             expanded, schema=schema)]])
     elif kind == "session":
-        gap = re.search(r"session\(INTERVAL '([^']+)'\)", parsed.view_query).group(1)
+        (gap,) = intervals
         ctx.register_record_batches("crud_raw", [[pa.RecordBatch.from_pylist(
             rows, schema=source.schema)]])
         where = re.search(r"FROM \S+ WHERE (.*?) GROUP BY", query).group(1)
@@ -213,7 +218,3 @@ def seconds(text: str) -> int:
     count, unit = text.split()
     return int(count) * {"second": 1, "minute": 60, "hour": 3600, "day": 86400}[
         unit.rstrip("s")]
-
-
-def utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts

@@ -10,10 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from protoc_gen_crud import builder, textproto
+from protoc_gen_crud.devloop import protoc_command
 from protoc_gen_crud.devstack import NetNamespace
 from protoc_gen_crud.generate import generate
-from protoc_gen_crud.resources import proto_include_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = ROOT / "testdata" / "examples"
@@ -39,15 +41,28 @@ def from_text(text: str, name: str = "test.textproto", targets=None) -> dict[str
     return generate(builder.build(backend, sources), targets)
 
 
+SHARED = ROOT.parent / "shared"
+
+
+def shared_file(relative: str, what: str) -> Path:
+    """A file of the `shared/` folder that sits beside the checkout (the seed, reference
+    schemas). `.ci/run` sets CRUD_REQUIRE_SHARED, so there a missing file fails the test
+    instead of hiding it; a checkout used on its own skips the check and says why."""
+    path = SHARED / relative
+    if not path.exists():
+        if os.environ.get("CRUD_REQUIRE_SHARED"):
+            pytest.fail(f"{what} is not at {path}")
+        pytest.skip(f"{what} is not at {path}: shared/ is not beside this checkout")
+    return path
+
+
 def protoc(proto: Path, out: Path, *, parameter: str = "", include: Path | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real protoc (from grpcio-tools) with our plugin on one file."""
     out.mkdir(parents=True, exist_ok=True)
-    option = f"--crud_out={parameter + ':' if parameter else ''}{out}"
+    name = str(proto.relative_to(include) if include else proto.name)
     return subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}",
-         f"-I{include or proto.parent}", f"--plugin=protoc-gen-crud={PLUGIN}", option,
-         str(proto.relative_to(include) if include else proto.name)],
+        protoc_command(include or proto.parent, out, name, parameter=parameter),
         capture_output=True, text=True, cwd=str(include or proto.parent),
         env={**os.environ, **(env or {})},
     )

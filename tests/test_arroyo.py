@@ -6,6 +6,7 @@ Arroyo itself has no binary for this machine; what stands in for it is said per 
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -21,20 +22,26 @@ from protoc_gen_crud.model import Rule
 from . import arroyo_harness as harness
 from .support import EXAMPLES, EXAMPLES_DIR, from_text, from_textproto, model_of
 
-PIPELINES = [(name, rel) for name in EXAMPLES
-             for rel in sorted(from_textproto(EXAMPLES_DIR / name / f"{name}.textproto"))
+
+@functools.cache
+def example_files(name: str) -> dict[str, str]:
+    """An example's generated files, generated once per session (tests must not mutate)."""
+    return from_textproto(EXAMPLES_DIR / name / f"{name}.textproto")
+
+
+PIPELINES = [(name, rel) for name in EXAMPLES for rel in sorted(example_files(name))
              if rel.startswith("arroyo-queries/") and rel.endswith(".sql")]
 
 
 def pipeline_sql(name: str, rule: str) -> str:
-    files = from_textproto(EXAMPLES_DIR / name / f"{name}.textproto")
+    files = example_files(name)
     return next(text for rel, text in files.items()
                 if rel.startswith("arroyo-queries/") and rel.endswith(f"_{rule}.sql"))
 
 
 @pytest.mark.parametrize(("name", "rel"), PIPELINES, ids=[f"{n}:{r[15:-4]}" for n, r in PIPELINES])
 def test_every_pipeline_parses_and_plans(name, rel):
-    sql = from_textproto(EXAMPLES_DIR / name / f"{name}.textproto")[rel]
+    sql = example_files(name)[rel]
     assert sqloxide.parse_sql(sql, dialect="generic")
     view = harness.plan(sql)
     assert view.names[:2] == ["window_start", "window_end"] and view.names[-1] == "value"
@@ -71,7 +78,7 @@ def test_the_seed_rules_are_all_pipelines():
 
 def test_secrets_are_environment_references():
     for name, rel in PIPELINES:
-        sql = from_textproto(EXAMPLES_DIR / name / f"{name}.textproto")[rel]
+        sql = example_files(name)[rel]
         for headers in re.findall(r"headers = '([^']*)'", sql):
             for value in re.findall(r"Authorization: Bearer (.*?)(?:,|$)", headers):
                 assert value == "{{ CRUD_PIPELINE_TOKEN }}", (rel, value)
@@ -263,7 +270,7 @@ def webhook_body(row: dict) -> str:
 def test_results_upsert_into_output_tables(database, tmp_path):
     """What the table sink posts, upserted the way PostgREST does for
     `Prefer: resolution=merge-duplicates`, as the pipeline role: twice, one row per window."""
-    files = from_textproto(EXAMPLES_DIR / "pipelines" / "pipelines.textproto")
+    files = example_files("pipelines")
     assert database.migrate(files, tmp_path).returncode == 0
     events = recorded_events()
     tables = [r for r in MATRIX.rules if r.output_table]
@@ -412,7 +419,7 @@ def test_registration_creates_replaces_and_removes(arroyo_api, tmp_path, capsys)
 
     from .support import write_tree
 
-    files = from_textproto(EXAMPLES_DIR / "pipelines" / "pipelines.textproto")
+    files = example_files("pipelines")
     folder = write_tree(files, tmp_path) / "arroyo-queries"
     spec = importlib.util.spec_from_file_location("register", folder / "register.py")
     register = importlib.util.module_from_spec(spec)

@@ -17,9 +17,9 @@ import jsonschema
 import pytest
 import yaml
 
-from .support import EXAMPLES, EXAMPLES_DIR, ROOT, from_textproto, model_of
+from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, model_of, shared_file
 
-REFERENCE = ROOT.parent / "shared" / "reference" / "dapr" / "jsonschema"
+REFERENCE = "reference/dapr/jsonschema"
 # Metadata keys documented for each component type (components-contrib metadata.yaml), plus
 # the keys every state store accepts.
 DOCUMENTED = {
@@ -52,11 +52,10 @@ def components(name: str) -> dict[str, dict]:
 
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_resources_match_dapr_schemas(name):
-    if not REFERENCE.is_dir():
-        pytest.skip(f"Dapr's reference schemas are not at {REFERENCE}")
+    reference = shared_file(REFERENCE, "Dapr's reference schemas")
     for path, resource in components(name).items():
         version = resource["apiVersion"].split("/")[1]
-        schema = json.loads((REFERENCE / f"strict-{resource['kind']}-{version}.json")
+        schema = json.loads((reference / f"strict-{resource['kind']}-{version}.json")
                             .read_text())
         jsonschema.validate(resource, schema)
         assert path.startswith("dapr/components/")

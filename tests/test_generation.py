@@ -8,7 +8,16 @@ import pytest
 
 from protoc_gen_crud import textproto
 
-from .support import EXAMPLES, EXAMPLES_DIR, ROOT, from_text, from_textproto, protoc, read_tree
+from .support import (
+    EXAMPLES,
+    EXAMPLES_DIR,
+    ROOT,
+    from_text,
+    from_textproto,
+    protoc,
+    read_tree,
+    shared_file,
+)
 
 GOLDEN = ROOT / "testdata" / "golden"
 
@@ -42,10 +51,7 @@ def test_output_is_deterministic(name):
 
 
 def test_seed_examples_are_verbatim_from_the_seed():
-    seed = (ROOT.parent / "shared" / "seed" / "UNIVERSAL-BACKEND.md")
-    if not seed.exists():
-        pytest.skip("the seed document is not beside this checkout")
-    text = seed.read_text()
+    text = shared_file("seed/UNIVERSAL-BACKEND.md", "the seed document").read_text()
     for name in ("product", "order", "article", "sensor_reading"):
         config = (EXAMPLES_DIR / name / f"{name}.textproto").read_text()
         assert "```protobuf\n" + config + "```" in text, name

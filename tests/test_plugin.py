@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.compiler import plugin_pb2
 
 from protoc_gen_crud import __version__
+from protoc_gen_crud.devloop import protoc_command
 from protoc_gen_crud.plugin import run
 from protoc_gen_crud.resources import proto_include_dir
 
@@ -208,10 +209,8 @@ def test_conflicting_database_options_across_files(tmp_path):
         option (crud.v1.database) = {name: "two"};
         message B { option (crud.v1.entity) = {}; string y = 1; }
     """)
-    done = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}", f"-I{tmp_path}",
-         f"--plugin=protoc-gen-crud={PLUGIN}", f"--crud_out={tmp_path}", "a.proto", "b.proto"],
-        capture_output=True, text=True)
+    done = subprocess.run(protoc_command(tmp_path, tmp_path, "a.proto", "b.proto"),
+                          capture_output=True, text=True)
     assert done.returncode != 0
     assert "b.proto:4:1: option (crud.v1.database) differs from the one at a.proto:4:1" in (
         done.stderr)
@@ -224,10 +223,8 @@ def test_plugin_via_python_module(tmp_path):
     wrapper.chmod(0o755)
     out = tmp_path / "out"
     out.mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}",
-         f"-I{EXAMPLES_DIR / 'article'}", f"--plugin=protoc-gen-crud={wrapper}",
-         f"--crud_out={out}", "article.proto"], capture_output=True, text=True)
+    done = subprocess.run(protoc_command(EXAMPLES_DIR / "article", out, "article.proto",
+                                         plugin=wrapper), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert read_tree(out) == from_textproto(EXAMPLES_DIR / "article" / "article.textproto")
 
