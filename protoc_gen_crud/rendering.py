@@ -41,6 +41,33 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# PostgreSQL's reserved key words (`pg_get_keywords()` with catcode 'R', PostgreSQL 15; a test
+# compares this with the server's list). None of them can stand as a bare name.
+RESERVED_WORDS = frozenset({
+    "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case",
+    "cast", "check", "collate", "column", "constraint", "create", "current_catalog",
+    "current_date", "current_role", "current_time", "current_timestamp", "current_user",
+    "default", "deferrable", "desc", "distinct", "do", "else", "end", "except", "false", "fetch",
+    "for", "foreign", "from", "grant", "group", "having", "in", "initially", "intersect", "into",
+    "lateral", "leading", "limit", "localtime", "localtimestamp", "not", "null", "offset", "on",
+    "only", "or", "order", "placing", "primary", "references", "returning", "select",
+    "session_user", "some", "symmetric", "table", "then", "to", "trailing", "true", "union",
+    "unique", "user", "using", "variadic", "when", "where", "window", "with"
+})
+_BARE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def bare_ident(name: str) -> str:
+    """An identifier written without quotes, for an engine that keeps quotes as part of a
+    name: Arroyo files `CREATE TABLE "t"` under `"t"` (quotes included) but looks every
+    reference up as `t`, so a quoted table name is never found. Only a lower-case name that
+    is no reserved word means the same bare as quoted; anything else is refused here, so no
+    generated name can be one the engine misreads."""
+    if not _BARE.match(name) or name in RESERVED_WORDS:
+        raise ValueError(f"{name!r} cannot be written as a bare SQL identifier")
+    return name
+
+
 def qualified(name: str, schema: str) -> str:
     """schema.name, both quoted."""
     return f"{ident(schema)}.{ident(name)}"
@@ -117,6 +144,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(
         ident=ident,
+        bare_ident=bare_ident,
         qualified=qualified,
         literal=literal,
         idents=idents,

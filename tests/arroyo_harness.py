@@ -1,9 +1,10 @@
-"""Run generated Arroyo pipelines where Arroyo cannot be installed: parse them with sqlparser-rs
-(sqloxide) and plan or execute them in Apache DataFusion, the engine Arroyo is built on.
+"""Plan generated Arroyo pipelines the way Arroyo v0.12.1 plans them, where Arroyo cannot be
+installed: its parser dialect, its table catalog, its connector option rules and its window
+checks, reproduced from its source at that tag (cited per rule below), then planning or
+execution in Apache DataFusion, the engine Arroyo is built on.
 
-Tables come from the pipeline's own DDL. Arroyo's window functions are registered as stubs
-returning a {start, end} struct (enough to plan), or, to execute, replaced by the bucket
-arithmetic they stand for.
+Arroyo's window functions are registered as stubs returning a {start, end} struct (enough to
+plan), or, to execute, replaced by the bucket arithmetic they stand for.
 """
 
 from __future__ import annotations
@@ -11,17 +12,45 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import sqloxide
 from datafusion import SessionContext, udf
 
-DIALECT = "generic"
+# arroyo-planner/src/lib.rs:640-642 (v0.12.1): `parse_sql` uses sqlparser's PostgreSqlDialect.
+ARROYO_VERSION = "0.12.1"  # the tag every rule below was read at
+DIALECT = "postgres"
 EPOCH = "TIMESTAMP '1970-01-01T00:00:00'"
 WINDOW = pa.struct([("start", pa.timestamp("ns")), ("end", pa.timestamp("ns"))])
 _ARROW = {"Text": pa.string(), "Int": pa.int32(), "BigInt": pa.int64(),
           "Double": pa.float64(), "Float": pa.float32(), "Boolean": pa.bool_(),
           "Timestamp": pa.timestamp("ns"), "Date": pa.date32(), "JSON": pa.string()}
+
+# Options every connector table takes (arroyo-planner/src/tables.rs:203-310, v0.12.1):
+# `connector` and `connection_profile` (tables.rs:625, 650), Format::from_opts (`format` and,
+# for json, the `json.*` keys: arroyo-rpc/src/formats.rs:58-95, 267-282), Framing::from_opts
+# (formats.rs:333-360), BadData::from_opts (formats.rs:311), then `event_time_field`,
+# `watermark_field` and `idle_micros` (tables.rs:292-300). Anything left after the
+# connector's own `from_options` is "unknown options provided in WITH clause" (tables.rs:304).
+COMMON_OPTIONS = frozenset({
+    "connector", "connection_profile", "format", "json.confluent_schema_registry",
+    "json.include_schema", "json.unstructured", "json.timestamp_format", "framing",
+    "framing.newline.max_length", "bad_data", "event_time_field", "watermark_field",
+    "idle_micros"})
+# The connectors' own keys: sse/mod.rs:130-132 (endpoint required by pull_opt),
+# webhook/mod.rs:185-187.
+CONNECTOR_OPTIONS = {"sse": frozenset({"endpoint", "headers", "events"}),
+                     "webhook": frozenset({"endpoint", "headers"})}
+REQUIRED_OPTIONS = {"sse": ("endpoint",), "webhook": ("endpoint",)}
+FORMATS = frozenset({"json", "debezium_json", "protobuf", "avro", "raw_string", "raw_bytes",
+                     "parquet"})  # formats.rs:272-280
+_VAR = re.compile(r"\{\{\s*(\w+)\s*}}")  # arroyo-rpc/src/var_str.rs:58
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
+class PlanError(Exception):
+    """What Arroyo would answer when it refuses to plan the pipeline."""
 
 
 def arrow_type(data_type) -> pa.DataType:
@@ -35,7 +64,7 @@ def arrow_type(data_type) -> pa.DataType:
 
 @dataclass
 class Table:
-    name: str
+    name: str  # the name Arroyo files the table under
     schema: pa.Schema
     options: dict[str, str]
     generated: dict[str, str] = field(default_factory=dict)  # column -> expression text
@@ -43,31 +72,147 @@ class Table:
 
 @dataclass
 class Parsed:
-    tables: dict[str, Table]
-    source: Table
+    tables: dict[str, Table]  # connector tables, by the name references resolve to
+    source_name: str
     view_name: str
     view_query: str
     inserts: list[tuple[str, str]]  # (sink table, statement)
+    env: set[str] = field(default_factory=set)  # {{ VAR }}s Arroyo substitutes while planning
 
 
-def _name(parts) -> str:
-    if isinstance(parts, dict):  # ObjectName
-        parts = parts.get("0", parts)
-    return ".".join(p["Identifier"]["value"] if "Identifier" in p else p["value"]
-                    for p in parts)
+def _parts(name) -> list[dict]:
+    if isinstance(name, dict):  # ObjectName
+        name = name.get("0", name)
+    return [p.get("Identifier", p) for p in name]
+
+
+def printed_name(name) -> str:
+    """An ObjectName as sqlparser prints it, quotes included: what Arroyo files a CREATE TABLE
+    under (tables.rs:617 `name.to_string()`) and looks an INSERT's sink up by (tables.rs:820)."""
+    return ".".join(f'{p["quote_style"]}{p["value"]}{p["quote_style"]}' if p["quote_style"]
+                    else p["value"] for p in _parts(name))
+
+
+def resolved_name(name) -> str:
+    """A reference as DataFusion 40 hands it to Arroyo's catalog: unquoted parts lower-cased
+    (enable_ident_normalization), quoted ones as written, printed without quotes
+    (TableReference's Display); Arroyo's `get_table_source` looks that text up
+    (lib.rs:364-370)."""
+    return ".".join(p["value"] if p["quote_style"] else p["value"].lower()
+                    for p in _parts(name))
+
+
+def as_reference(text: str) -> str:
+    """What a query naming a table as `text` asks Arroyo's catalog for."""
+    select = sqloxide.parse_sql(f"SELECT 1 FROM {text}", dialect=DIALECT)[0]
+    return resolved_name(_references(select)[0])
+
+
+class Catalog:
+    """Arroyo's schema provider: tables in a map keyed case-insensitively (lib.rs:108,
+    219-229, `UniCase`), filed under the name given, found by the text asked for."""
+
+    def __init__(self):
+        self.tables: dict[str, Table] = {}
+
+    def file(self, table: Table) -> None:
+        self.tables[table.name.casefold()] = table
+
+    def get(self, text: str) -> Table:
+        try:
+            return self.tables[text.casefold()]
+        except KeyError:
+            raise PlanError(f"Table {text} not found") from None
+
+
+def _references(node) -> list:
+    """Every table a query reads (TableFactor::Table), in the order written."""
+    found = []
+    if isinstance(node, dict):
+        relation = node.get("relation")
+        if isinstance(relation, dict) and "Table" in relation:
+            found.append(relation["Table"]["name"])
+        for value in node.values():
+            found += _references(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _references(value)
+    return found
+
+
+def _option_value(option) -> str:
+    """tables.rs:463-470: single- or dollar-quoted strings, numbers and booleans only."""
+    value = option["KeyValue"]["value"]["Value"]["value"]
+    if isinstance(value, dict) and ("SingleQuotedString" in value
+                                    or "DollarQuotedString" in value):
+        return next(iter(value.values()))
+    if isinstance(value, dict) and "Number" in value:
+        return value["Number"][0]
+    if isinstance(value, dict) and "Boolean" in value:
+        return str(value["Boolean"]).lower()
+    raise PlanError(f"unsupported option value {value!r}")
+
+
+def _headers(text: str) -> dict[str, str]:
+    """arroyo-types/src/lib.rs:143-154 `string_to_map(headers, ':')`: pairs split on ',', each
+    on ':', of which only the first two parts are kept; a pair without ':' panics
+    ("Invalid header map", connectors/src/lib.rs:149). A value the split would cut is an
+    error here, since Arroyo would send it truncated."""
+    found = {}
+    for pair in text.split(",") if text.strip() else []:
+        parts = pair.strip().split(":")
+        if len(parts) < 2:
+            raise PlanError(f"Invalid header map: {pair!r} has no ':'")
+        if len(parts) > 2:
+            raise PlanError(f"header {pair!r}: Arroyo keeps only {parts[1].strip()!r}")
+        name, value = parts[0].strip(), parts[1].strip()
+        if not _HEADER_NAME.match(name):
+            raise PlanError(f"invalid header name {name}")
+        found[name] = value
+    return found
+
+
+def check_options(table: Table, env: set[str]) -> None:
+    """The connector's option rules, in the order Arroyo applies them."""
+    options = dict(table.options)
+    connector = options.get("connector")
+    if connector not in CONNECTOR_OPTIONS:
+        raise PlanError(f"Unknown connector '{connector}'")
+    if options.get("format", "json") not in FORMATS:
+        raise PlanError(f"invalid format: 'Unknown format '{options['format']}''")
+    for key in REQUIRED_OPTIONS[connector]:
+        if key not in options:
+            raise PlanError(f"Failed to create table {table.name}: required option '{key}' "
+                            "not set")
+    unknown = set(options) - COMMON_OPTIONS - CONNECTOR_OPTIONS[connector]
+    if unknown:
+        raise PlanError("unknown options provided in WITH clause: "
+                        + ", ".join(f"'{k}'" for k in sorted(unknown)))
+    for key in ("endpoint", "headers"):
+        env.update(_VAR.findall(options.get(key, "")))
+    if urlparse(_VAR.sub("x", options["endpoint"])).scheme not in ("http", "https"):
+        raise PlanError(f"invalid endpoint '{options['endpoint']}'")
+    _headers(_VAR.sub("x", options.get("headers", "")))
+    names = set(table.schema.names) | set(table.generated)
+    for key in ("event_time_field", "watermark_field"):
+        if key in options and options[key] not in names:
+            raise PlanError(f"{key} '{options[key]}' is not a column of {table.name}")
 
 
 def parse(sql: str) -> Parsed:
+    """Read a pipeline as Arroyo's planner does, statement by statement
+    (lib.rs:663-676): tables are filed, views planned, inserts resolved, each against what
+    came before. Raises PlanError where Arroyo would refuse the pipeline."""
     statements = sqloxide.parse_sql(sql, dialect=DIALECT)
     texts = sqloxide.restore_ast(statements)
-    tables: dict[str, Table] = {}
-    view_name, view_query, inserts = "", "", []
+    catalog = Catalog()
+    view_name, view_query, inserts, env = "", "", [], set()
     for statement, text in zip(statements, texts, strict=True):
         ((kind, body),) = statement.items()
         if kind == "CreateTable":
             fields, generated = [], {}
             for column in body["columns"]:
-                name = column["name"]["value"]
+                name = column["name"]["value"]  # tables.rs:532: a column is its value
                 not_null = any(o["option"] == "NotNull" for o in column["options"])
                 fields.append(pa.field(name, arrow_type(column["data_type"]), not not_null))
                 if any(isinstance(o["option"], dict) and "Generated" in o["option"]
@@ -75,22 +220,79 @@ def parse(sql: str) -> Parsed:
                     generated[name] = re.search(
                         rf'"{name}" TIMESTAMP GENERATED ALWAYS AS \((.*?)\) STORED',
                         text).group(1)
-            options = {}
-            for option in body["table_options"]["With"]:
-                value = option["KeyValue"]["value"]["Value"]["value"]["SingleQuotedString"]
-                options[option["KeyValue"]["key"]["value"]] = value
-            table_name = _name(body["name"])
-            tables[table_name] = Table(table_name, pa.schema(fields), options, generated)
+            options = {o["KeyValue"]["key"]["value"]: _option_value(o)
+                       for o in body["table_options"]["With"]}
+            table = Table(printed_name(body["name"]), pa.schema(fields), options, generated)
+            if generated:
+                # tables.rs:488-509: a generated column is planned as
+                # `SELECT <expr> from <name as filed>` against a table filed under that name.
+                own = Catalog()
+                own.file(table)
+                own.get(as_reference(table.name))
+            check_options(table, env)
+            catalog.file(table)
         elif kind == "CreateView":
-            view_name = _name(body["name"])
+            for reference in _references(body["query"]):
+                catalog.get(resolved_name(reference))
+            check_windows(body["query"])
+            # Views are planned by DataFusion, whose name is the normalized one (tables.rs:686).
+            view_name = resolved_name(body["name"])
             view_query = text.split(" AS ", 1)[1]
+            view = Table(view_name, pa.schema([]), {})
+            catalog.file(view)
         elif kind == "Insert":
-            inserts.append((_name(body["table"]["TableName"]), text))
+            target = body["table"]["TableName"]
+            catalog.get(printed_name(target))  # infer_sink_schema (tables.rs:817-822, 795)
+            for reference in [target, *_references(body["source"])]:
+                catalog.get(resolved_name(reference))  # DataFusion's planning of the INSERT
+            inserts.append((resolved_name(target), text))
         else:
-            raise AssertionError(f"unexpected statement {kind}")
-    sources = [t for t in tables.values() if t.options.get("connector") == "sse"]
-    assert len(sources) == 1, "a pipeline reads exactly one change stream"
-    return Parsed(tables, sources[0], view_name, view_query, inserts)
+            raise PlanError(f"unexpected statement {kind}")
+    # Every reference resolved: DataFusion may see each table under its resolved name.
+    tables = {as_reference(t.name): t for t in catalog.tables.values() if t.options}
+    sources = [name for name, t in tables.items() if t.options.get("connector") == "sse"]
+    if len(sources) != 1:
+        raise PlanError("a pipeline reads exactly one change stream")
+    return Parsed(tables, sources[0], view_name, view_query, inserts, env)
+
+
+def _function_calls(node, name: str) -> list[dict]:
+    found = []
+    if isinstance(node, dict):
+        function = node.get("Function")
+        if isinstance(function, dict) and printed_name(function["name"]).lower() == name:
+            found.append(function)
+        for value in node.values():
+            found += _function_calls(value, name)
+    elif isinstance(node, list):
+        for value in node:
+            found += _function_calls(value, name)
+    return found
+
+
+def _interval_seconds(argument) -> float:
+    """lib.rs:505-526 `get_duration`: an interval literal; months are refused."""
+    expression = argument["Unnamed"]["Expr"]
+    interval = expression.get("Interval") if isinstance(expression, dict) else None
+    if interval is None:
+        raise PlanError("unsupported Duration expression, expect duration literal")
+    text = interval["value"]["Value"]["value"]["SingleQuotedString"]
+    if re.search(r"\b(month|year)s?\b", text):
+        raise PlanError("Windows do not support durations specified as months")
+    return seconds(text)
+
+
+def check_windows(query) -> None:
+    """lib.rs:528-560 `find_window`: every window's durations are interval literals without
+    months; hop(slide, width) needs a width that is a whole multiple of the slide."""
+    for call in _function_calls(query, "tumble") + _function_calls(query, "session"):
+        for argument in call["args"]["List"]["args"]:
+            _interval_seconds(argument)
+    for call in _function_calls(query, "hop"):
+        slide, width = (_interval_seconds(a) for a in call["args"]["List"]["args"])
+        if width % slide:
+            raise PlanError(f"hop() width {width}s currently must be a multiple of slide "
+                            f"{slide}s")
 
 
 def _stub(*args):
@@ -111,17 +313,20 @@ def empty(schema: pa.Schema) -> list[list[pa.RecordBatch]]:
 
 
 def plan(sql: str) -> pa.Schema:
-    """Plan the whole pipeline; returns the schema of its results view. Raises on unknown
-    columns, type errors, ungrouped columns and sink arity mismatches."""
+    """Plan the whole pipeline; returns the schema of its results view. Raises on names
+    Arroyo cannot resolve, unknown options, bad windows, unknown columns, type errors,
+    ungrouped columns and sink arity mismatches. DataFusion sees each table under the name
+    Arroyo's catalog resolved it to."""
     parsed = parse(sql)
     ctx = planning_context()
-    ctx.register_record_batches(parsed.source.name, empty(parsed.source.schema))
+    source = parsed.tables[parsed.source_name]
+    ctx.register_record_batches(parsed.source_name, empty(source.schema))
     ctx.sql(f'CREATE VIEW "{parsed.view_name}" AS {parsed.view_query}')
     view = ctx.sql(f'SELECT * FROM "{parsed.view_name}"').schema()
-    for table in parsed.tables.values():
-        if table is not parsed.source:  # a sink without columns takes the query's (Arroyo)
-            ctx.register_record_batches(table.name, empty(table.schema if len(table.schema)
-                                                          else view))
+    for name, table in parsed.tables.items():
+        if table is not source:  # a sink without columns takes the query's (Arroyo)
+            ctx.register_record_batches(name, empty(table.schema if len(table.schema)
+                                                    else view))
     for sink, statement in parsed.inserts:
         ctx.sql(statement).logical_plan()
         declared = parsed.tables[sink].schema
@@ -174,7 +379,7 @@ def rewrite_windows(query: str) -> tuple[str, str, tuple[str, ...]]:
 def execute(sql: str, events: list[dict], group_by: tuple[str, ...] = ()) -> list[dict]:
     """Run the pipeline's results view over `events` (rows of its source table)."""
     parsed = parse(sql)
-    source = parsed.source
+    source, source_name = parsed.tables[parsed.source_name], parsed.source_name
     query, kind, intervals = rewrite_windows(parsed.view_query)
     rows = [dict(e) for e in events]
     for row in rows:
@@ -188,7 +393,7 @@ def execute(sql: str, events: list[dict], group_by: tuple[str, ...] = ()) -> lis
             for k in range(width // slide):
                 expanded.append({**row, "crud_hop_shift": timedelta(seconds=k * slide)})
         schema = source.schema.append(pa.field("crud_hop_shift", pa.duration("ns")))
-        ctx.register_record_batches(source.name, [[pa.RecordBatch.from_pylist(
+        ctx.register_record_batches(source_name, [[pa.RecordBatch.from_pylist(
             expanded, schema=schema)]])
     elif kind == "session":
         (gap,) = intervals
@@ -196,7 +401,7 @@ def execute(sql: str, events: list[dict], group_by: tuple[str, ...] = ()) -> lis
             rows, schema=source.schema)]])
         where = re.search(r"FROM \S+ WHERE (.*?) GROUP BY", query).group(1)
         part = ", ".join(f'"{g}"' for g in group_by) or "1"
-        ctx.sql(f"""CREATE VIEW "{source.name}" AS
+        ctx.sql(f"""CREATE VIEW "{source_name}" AS
             WITH f AS (SELECT * FROM crud_raw WHERE {where}),
             g AS (SELECT *, CASE WHEN commit_time - lag(commit_time) OVER (PARTITION BY {part}
                     ORDER BY commit_time) <= INTERVAL '{gap}' THEN 0 ELSE 1 END AS crud_new
@@ -209,7 +414,7 @@ def execute(sql: str, events: list[dict], group_by: tuple[str, ...] = ()) -> lis
                       + INTERVAL '{gap}' AS crud_session_end
             FROM h""")
     else:
-        ctx.register_record_batches(source.name, [[pa.RecordBatch.from_pylist(
+        ctx.register_record_batches(source_name, [[pa.RecordBatch.from_pylist(
             rows, schema=source.schema)]])
     return ctx.sql(query).to_pylist()
 

@@ -42,7 +42,7 @@ def pipeline_sql(name: str, rule: str) -> str:
 @pytest.mark.parametrize(("name", "rel"), PIPELINES, ids=[f"{n}:{r[15:-4]}" for n, r in PIPELINES])
 def test_every_pipeline_parses_and_plans(name, rel):
     sql = example_files(name)[rel]
-    assert sqloxide.parse_sql(sql, dialect="generic")
+    assert sqloxide.parse_sql(sql, dialect=harness.DIALECT)
     view = harness.plan(sql)
     assert view.names[:2] == ["window_start", "window_end"] and view.names[-1] == "value"
 
@@ -98,6 +98,103 @@ def test_planning_catches_mistakes(mistake):
     assert broken != sql
     with pytest.raises(Exception):  # noqa: B017 - DataFusion's error or the harness's assert
         harness.plan(broken)
+
+
+ARROYO_RULES = {
+    # tables.rs:617 files `"metric_changes"` quotes and all; lib.rs:364 looks up metric_changes.
+    "quoted source table": (lambda sql: sql.replace("CREATE TABLE metric_changes (",
+                                                    'CREATE TABLE "metric_changes" ('),
+                            "Table metric_changes not found"),
+    # tables.rs:820: the sink is looked up as sqlparser prints the INSERT's target.
+    "quoted sink table": (lambda sql: sql.replace("INSERT INTO tumbling_sum_webhook",
+                                                  'INSERT INTO "tumbling_sum_webhook"'),
+                          'Table "tumbling_sum_webhook" not found'),
+    # tables.rs:304: whatever the connector did not take is refused.
+    "unknown option": (lambda sql: sql.replace("    format = 'json',",
+                                               "    format = 'json',\n    method = 'POST',", 1),
+                       "unknown options provided in WITH clause: 'method'"),
+    "unknown format": (lambda sql: sql.replace("format = 'json'", "format = 'jsonl'", 1),
+                       "Unknown format 'jsonl'"),
+    # lib.rs:536: hop() width must be a whole multiple of its slide.
+    "hop width": (lambda sql: sql.replace("tumble(INTERVAL '1 minute')",
+                                          "hop(INTERVAL '40 seconds', INTERVAL '1 minute')"),
+                  "hop() width 60s currently must be a multiple of slide 40s"),
+    # lib.rs:510: months have no fixed length.
+    "month window": (lambda sql: sql.replace("tumble(INTERVAL '1 minute')",
+                                             "tumble(INTERVAL '1 month')"),
+                     "Windows do not support durations specified as months"),
+    # arroyo-types lib.rs:150: a header is split on ':' and only two parts kept.
+    "header cut": (lambda sql: sql.replace("Content-Type: application/json",
+                                           "Link: http://x", 1),
+                   "Arroyo keeps only 'http'"),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(ARROYO_RULES))
+def test_arroyo_rules_bite(rule):
+    """Each rule the harness reproduces from Arroyo's planner refuses what Arroyo refuses."""
+    sql = pipeline_sql("pipelines", "tumbling_sum")
+    assert harness.plan(sql)
+    change, message = ARROYO_RULES[rule]
+    broken = change(sql)
+    assert broken != sql
+    with pytest.raises(harness.PlanError) as refused:
+        harness.plan(broken)
+    assert message in str(refused.value)
+
+
+def test_table_names_are_bare_and_never_reserved(database):
+    """Arroyo resolves only bare names (see ARROYO_RULES); `bare_ident` writes them and refuses
+    any name that would read differently bare. Its reserved words are PostgreSQL's own."""
+    from protoc_gen_crud.rendering import RESERVED_WORDS, bare_ident
+
+    server = {w for (w,) in database.query(
+        "SELECT word FROM pg_get_keywords() WHERE catcode = 'R'")}
+    assert server and server <= RESERVED_WORDS
+    for bad in ("window", "select", "Product_changes", 'a"b', "1x", ""):
+        with pytest.raises(ValueError):
+            bare_ident(bad)
+    for name, rel in PIPELINES:
+        for statement in sqloxide.parse_sql(example_files(name)[rel], dialect=harness.DIALECT):
+            ((kind, body),) = statement.items()
+            target = {"CreateTable": "name", "CreateView": "name"}.get(kind)
+            parts = body["table"]["TableName"] if kind == "Insert" else body[target]
+            assert all(p["Identifier"]["quote_style"] is None for p in parts), (rel, kind)
+
+
+def test_arroyo_gets_every_variable_its_pipelines_use():
+    """Arroyo substitutes `{{ VAR }}` while planning a webhook sink (webhook/mod.rs:194-202,
+    var_str.rs:55-75: a missing variable fails the pipeline), so the arroyo service's
+    environment must carry each one."""
+    import yaml
+
+    for name in EXAMPLES:
+        files = example_files(name)
+        needed = set().union(*(harness.parse(text).env for rel, text in files.items()
+                               if rel.startswith("arroyo-queries/") and rel.endswith(".sql")))
+        if not needed:
+            continue
+        environment = yaml.safe_load(files["compose.yml"])["services"]["arroyo"]["environment"]
+        assert needed <= set(environment), (name, needed)
+
+
+def test_arroyo_keeps_its_pipelines_on_the_volume():
+    """Arroyo's pipeline database is SQLite at dirs::config_dir()/arroyo/config.sqlite by
+    default (arroyo-rpc config.rs:461-472, v0.12.1), inside the container's own filesystem:
+    a recreated container would forget every pipeline. The path must be on a named volume."""
+    import yaml
+
+    compose = yaml.safe_load(example_files("product")["compose.yml"])
+    arroyo = compose["services"]["arroyo"]
+    path = arroyo["environment"]["ARROYO__DATABASE__SQLITE__PATH"]
+    mounts = [v.split(":") for v in arroyo["volumes"]]
+    assert any(source in compose["volumes"] and path.startswith(target.rstrip("/") + "/")
+               for source, target, *_ in mounts), (path, mounts)
+    assert arroyo["image"].endswith(f":{harness.ARROYO_VERSION}")  # the rules checked here
+    # config.rs:185: ARROYO__A__B_C is the key a.b-c; SqliteConfig denies unknown fields.
+    keys = {name.removeprefix("ARROYO__").lower().replace("__", ".").replace("_", "-")
+            for name in arroyo["environment"] if name.startswith("ARROYO__")}
+    assert keys == {"checkpoint-url", "database.type", "database.sqlite.path"}
 
 
 # ------------------------------------------------------------------ window semantics
@@ -317,10 +414,26 @@ def test_custom_sql_problems_are_reported(custom, message):
 
 
 # ------------------------------------------------------------------------ registration
+# Arroyo v0.12.1's API types (arroyo-rpc/src/api_types/pipelines.rs:20-28, 106-139, mod.rs:17-33),
+# all `#[serde(rename_all = "camelCase")]`: what the stand-in serves and accepts.
+PIPELINE_POST = {"required": {"name", "query", "parallelism"},
+                 "optional": {"udfs", "checkpointIntervalMicros"}}
+JOB_FIELDS = ("id", "runningDesired", "state", "runId", "startTime", "finishTime", "tasks",
+              "failureMessage", "createdAt")
+# A job's way to Running (arroyo-controller/src/states): Created, Compiling, Scheduling
+# (run_id += 1, mod.rs:176-181), Running; a failure while running goes to Recovering
+# (restarts += 1, mod.rs:203-208) and round again, Failed after `allowed-restarts` (20,
+# default.toml:8; running.rs:126-131).
+LIFECYCLE = ("Created", "Compiling", "Scheduling", "Running")
+ALLOWED_RESTARTS = 20
+
+
 class ArroyoApi:
-    """A stand-in for Arroyo's REST API (the calls register.py makes, with the field names of
-    Arroyo's api_types): pipelines page two at a time; a job is Created, then Running on the
-    second look; a stop passes through Stopping; only a stopped pipeline can be deleted."""
+    """A stand-in for Arroyo's REST API (the calls register.py makes, with the field names and
+    job states of Arroyo v0.12.1): pipelines page two at a time; each look at a job moves it
+    one state on; a stop passes through Stopping; only a stopped pipeline can be deleted.
+    Pipelines named in `fail` fail to compile (fatal: Failed with a failureMessage); those in
+    `crash` fail once running and go round Recovering, logging an error each time."""
 
     def __init__(self):
         import http.server
@@ -328,8 +441,11 @@ class ArroyoApi:
 
         self.pipelines: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
+        self.errors: dict[str, list[dict]] = {}
+        self.restarts: dict[str, int] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail: set[str] = set()
+        self.crash: set[str] = set()
         self.created = 0
         api = self
 
@@ -356,30 +472,31 @@ class ArroyoApi:
                     ids = [i for i in ids if i > after] if after else ids
                     page = [api.pipelines[i] for i in ids[:2]]
                     return self.reply(200, {"data": page, "hasMore": len(ids) > 2})
-                pid = self.path.split("/")[4]
+                parts = self.path.split("/")  # /api/v1/pipelines/<id>/jobs[/<job>/errors]
+                pid = parts[4]
+                if len(parts) == 8 and parts[7] == "errors":
+                    assert parts[6] == api.jobs[pid]["id"]
+                    return self.reply(200, {"data": api.errors.get(pid, []), "hasMore": False})
+                assert len(parts) == 6 and parts[5] == "jobs", self.path
+                api.advance(pid)
                 job = api.jobs[pid]
-                job["looks"] += 1
-                if job["state"] == "Created" and job["looks"] >= 2:
-                    job["state"] = "Failed" if api.pipelines[pid]["name"] in api.fail \
-                        else "Running"
-                    job["failureMessage"] = "planning error" if job["state"] == "Failed" \
-                        else None
-                elif job["state"] == "Stopping":
-                    job["state"] = "Stopped"
-                return self.reply(200, {"data": [{k: v for k, v in job.items()
-                                                  if k != "looks"}], "hasMore": False})
+                assert tuple(job) == JOB_FIELDS
+                return self.reply(200, {"data": [job]})
 
             def do_POST(self):
                 api.calls.append(("POST", self.path))
                 body = self.body()
-                assert set(body) == {"name", "query", "parallelism"}
+                assert PIPELINE_POST["required"] <= set(body), body
+                assert set(body) <= PIPELINE_POST["required"] | PIPELINE_POST["optional"], \
+                    "serde would ignore this field silently"
                 assert isinstance(body["parallelism"], int)
                 api.created += 1
                 pid = f"pl_{api.created:04d}"
                 api.pipelines[pid] = {"id": pid, "name": body["name"], "query": body["query"],
                                       "stop": "none"}
-                api.jobs[pid] = {"id": f"job_{pid}", "state": "Created", "createdAt": 1,
-                                 "looks": 0}
+                api.jobs[pid] = dict.fromkeys(JOB_FIELDS)
+                api.jobs[pid].update(id=f"job_{pid}", runningDesired=True, state="Created",
+                                     runId=0, createdAt=1)
                 self.reply(200, api.pipelines[pid])
 
             def do_PATCH(self):
@@ -400,6 +517,31 @@ class ArroyoApi:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}/api/v1"
+
+    def advance(self, pid: str) -> None:
+        """One step of the job's state machine per look."""
+        job, name = self.jobs[pid], self.pipelines[pid]["name"]
+        state = job["state"]
+        if state == "Stopping":
+            job["state"] = "Stopped"
+        elif state == "Compiling" and name in self.fail:
+            job.update(state="Failed", failureMessage="planning error")
+        elif state == "Running" and name in self.crash:
+            self.restarts[pid] = self.restarts.get(pid, 0) + 1
+            self.errors.setdefault(pid, []).append({
+                "id": f"err{self.restarts[pid]}", "createdAt": self.restarts[pid],
+                "operatorId": "webhook_1", "taskIndex": 0, "level": "error",
+                "message": "webhook sink failed", "details": "HTTP 401 from crud:3000"})
+            if self.restarts[pid] > ALLOWED_RESTARTS:
+                job.update(state="Failed", failureMessage="Job has restarted too many times")
+            else:
+                job["state"] = "Recovering"
+        elif state == "Recovering":
+            job["state"] = "Compiling"
+        elif state in LIFECYCLE[:-1]:
+            job["state"] = LIFECYCLE[LIFECYCLE.index(state) + 1]
+            if job["state"] == "Scheduling":
+                job["runId"] += 1
 
     def writes(self) -> list[tuple[str, str]]:
         found = [c for c in self.calls if c[0] != "GET"]
@@ -425,7 +567,7 @@ def test_registration_creates_replaces_and_removes(arroyo_api, tmp_path, capsys)
     register = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(register)
     register.POLL_SECONDS = 0.01
-    run = [f"--api={arroyo_api.url}", "--timeout=20"]
+    run = [f"--api={arroyo_api.url}", "--timeout=20", "--settle=0.3"]
     names = sorted(p.stem for p in folder.glob("*.sql"))
     assert len(names) == 24
 
@@ -451,8 +593,8 @@ def test_registration_creates_replaces_and_removes(arroyo_api, tmp_path, capsys)
     # A rule removed: its generated pipeline goes; a pipeline someone made by hand stays.
     arroyo_api.pipelines["zz_manual"] = {"id": "zz_manual", "name": "manual",
                                          "query": "SELECT 1", "stop": "none"}
-    arroyo_api.jobs["zz_manual"] = {"id": "job", "state": "Running", "createdAt": 1,
-                                    "looks": 0}
+    arroyo_api.jobs["zz_manual"] = {**dict.fromkeys(JOB_FIELDS), "id": "job",
+                                    "state": "Running", "runId": 1, "createdAt": 1}
     (folder / "metric_session_custom.sql").unlink()
     assert register.main(run) == 0
     assert [c[0] for c in arroyo_api.writes()] == ["PATCH", "DELETE"]
@@ -465,4 +607,16 @@ def test_registration_creates_replaces_and_removes(arroyo_api, tmp_path, capsys)
     broken.write_text(broken.read_text() + "\n")
     with pytest.raises(SystemExit, match="failed: planning error"):
         register.main(run)
+
+    # One that fails while running is reported on its first restart, with the worker's error,
+    # not after Arroyo's twenty restarts or a time-out.
+    arroyo_api.crash.add("metric_sliding_max")
+    crashing = folder / "metric_sliding_max.sql"
+    crashing.write_text(crashing.read_text() + "\n")
+    (folder / "metric_sliding_sum.sql").unlink()
+    with pytest.raises(SystemExit, match="Recovering after starting: webhook sink failed: HTTP"):
+        register.main(run)
+    assert max(arroyo_api.restarts.values()) == 1
     capsys.readouterr()
+    assert register.main([*run, "--check"]) == 1
+    assert "metric_sliding_max: Recovering: webhook sink failed" in capsys.readouterr().out

@@ -247,7 +247,11 @@ def services(backend: Backend) -> dict[str, dict]:
 
 
 def arroyo_services(backend: Backend, tools: dict) -> dict[str, dict]:
-    env = {"ARROYO__CHECKPOINT_URL": "file:///var/lib/arroyo/checkpoints"}
+    # Checkpoints and the pipeline database (SQLite, by default under the container's own
+    # config directory, lost when the container is recreated) both live on the volume.
+    env = {"ARROYO__CHECKPOINT_URL": "file:///var/lib/arroyo/checkpoints",
+           "ARROYO__DATABASE__TYPE": "sqlite",
+           "ARROYO__DATABASE__SQLITE__PATH": "/var/lib/arroyo/config.sqlite"}
     if backend.auth.type != "NONE":
         env[TOKEN_VARIABLE] = required(TOKEN_VARIABLE)
     arroyo_service = {

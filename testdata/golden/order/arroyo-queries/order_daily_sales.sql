@@ -7,7 +7,7 @@
 -- The change stream of order, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "order_changes" (
+CREATE TABLE order_changes (
     "id" TEXT,
     "customer_email" TEXT,
     "total_amount" DOUBLE,
@@ -29,7 +29,7 @@ CREATE TABLE "order_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "daily_sales_results" AS
+CREATE VIEW daily_sales_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -38,13 +38,13 @@ FROM (
     SELECT
         tumble(INTERVAL '1 day') AS window,
         sum("total_amount") AS value
-    FROM "order_changes"
+    FROM order_changes
     WHERE "action" <> 'T'
     GROUP BY window
 );
 
 -- SSE channel /stream/daily_sales
-CREATE TABLE "daily_sales_channel" (
+CREATE TABLE daily_sales_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" DOUBLE
@@ -54,4 +54,4 @@ CREATE TABLE "daily_sales_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "daily_sales_channel" SELECT * FROM "daily_sales_results";
+INSERT INTO daily_sales_channel SELECT * FROM daily_sales_results;

@@ -11,6 +11,10 @@ Standard library only, so it runs in any image with Python 3.8+.
 
 A pipeline's name is its file name without `.sql`. A replaced pipeline is stopped with a final
 checkpoint and deleted first; its successor starts reading the change stream from "now".
+A job that fails while running is not `Failed` at once: Arroyo restarts it (state
+`Recovering`, up to `pipeline.allowed-restarts`, 20 by default) before giving up, so a
+pipeline seen recovering is reported at once with the job's newest error instead of being
+waited for. Field names are those of Arroyo 0.12's API (camelCase).
 Environment: ARROYO_API (default http://arroyo:5115/api/v1).
 """
 
@@ -61,11 +65,29 @@ class Api:
             after = page["data"][-1]["id"]
 
     def job_state(self, pipeline_id: str) -> tuple[str, str]:
+        """The newest job's state and, when it failed or is recovering from a failure, why."""
         jobs = self.call("GET", f"/pipelines/{pipeline_id}/jobs").get("data", [])
         if not jobs:
             return "Created", ""
         newest = max(jobs, key=lambda j: j.get("createdAt", 0))
-        return newest.get("state", ""), newest.get("failureMessage") or ""
+        state, failure = newest.get("state", ""), newest.get("failureMessage") or ""
+        # A job that logged an error and is not Running is on its way round after a restart
+        # (Recovering, then Compiling and Scheduling again), also when the poll missed the
+        # short Recovering state itself.
+        if state not in DONE_STATES | {"Running"} and not failure:
+            failure = self.newest_error(pipeline_id, newest["id"])
+            if failure:
+                state = "Recovering"
+        return state, failure
+
+    def newest_error(self, pipeline_id: str, job_id: str) -> str:
+        """The last error the job's workers logged (a recovering job has no failureMessage)."""
+        path = f"/pipelines/{pipeline_id}/jobs/{job_id}/errors"
+        errors = [e for e in self.call("GET", path).get("data", []) if e.get("level") == "error"]
+        if not errors:
+            return ""
+        newest = max(errors, key=lambda e: e.get("createdAt", 0))
+        return ": ".join(t for t in (newest.get("message"), newest.get("details")) if t)
 
 
 def queries(folder: Path) -> dict[str, str]:
@@ -80,6 +102,9 @@ def wait_for(api: Api, pipeline_id: str, wanted: set[str], timeout: float) -> st
             return state
         if state == "Failed" and "Failed" not in wanted:
             raise SystemExit(f"register: pipeline {pipeline_id} failed: {failure}")
+        if state == "Recovering" and "Running" in wanted:
+            raise SystemExit(f"register: pipeline {pipeline_id} failed and is being restarted "
+                             f"by Arroyo: {failure or 'see the Arroyo logs'}")
         if time.monotonic() > deadline:
             raise SystemExit(f"register: pipeline {pipeline_id} is {state}, not "
                              f"{'/'.join(sorted(wanted))}, after {timeout:.0f}s")
@@ -94,7 +119,8 @@ def remove(api: Api, pipeline: dict, timeout: float) -> None:
     api.call("DELETE", f"/pipelines/{pipeline['id']}")
 
 
-def register(api: Api, wanted: dict[str, str], parallelism: int, timeout: float) -> int:
+def register(api: Api, wanted: dict[str, str], parallelism: int, timeout: float,
+             settle_seconds: float) -> int:
     existing = {p["name"]: p for p in api.pipelines()}
     running: list[tuple[str, str]] = []
     for name, query in wanted.items():
@@ -117,7 +143,21 @@ def register(api: Api, wanted: dict[str, str], parallelism: int, timeout: float)
     for name, pipeline_id in running:
         wait_for(api, pipeline_id, {"Running"}, timeout)
         print(f"register: {name}: Running")
+    settle(api, running, settle_seconds)
     return 0
+
+
+def settle(api: Api, running: list[tuple[str, str]], seconds: float) -> None:
+    """Watch the pipelines for a while after they reached Running: most that cannot run (a
+    sink or source refusing its token, a bad endpoint) fail within seconds of starting."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for name, pipeline_id in running:
+            state, failure = api.job_state(pipeline_id)
+            if state in ("Recovering", "Failed"):
+                raise SystemExit(f"register: {name}: {state} after starting: "
+                                 f"{failure or 'see the Arroyo logs'}")
+        time.sleep(POLL_SECONDS)
 
 
 def check(api: Api, wanted: dict[str, str]) -> int:
@@ -144,13 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=Path, default=Path(__file__).resolve().parent)
     parser.add_argument("--parallelism", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--settle", type=float, default=20.0,
+                        help="seconds to watch the pipelines once Running")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
     api = Api(args.api)
     wanted = queries(args.queries)
     if args.check:
         return check(api, wanted)
-    return register(api, wanted, args.parallelism, args.timeout)
+    return register(api, wanted, args.parallelism, args.timeout, args.settle)
 
 
 if __name__ == "__main__":

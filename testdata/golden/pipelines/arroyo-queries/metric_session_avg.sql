@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "session_avg_results" AS
+CREATE VIEW session_avg_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,13 +42,13 @@ FROM (
         session(INTERVAL '45 seconds') AS window,
         "device",
         avg("temperature") AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (action = 'I')
     GROUP BY window, "device"
 );
 
 -- table session_avg_results (upsert through PostgREST)
-CREATE TABLE "session_avg_table" (
+CREATE TABLE session_avg_table (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -59,10 +59,10 @@ CREATE TABLE "session_avg_table" (
     headers = 'Content-Type: application/json,Authorization: Bearer {{ CRUD_PIPELINE_TOKEN }},Prefer: resolution=merge-duplicates',
     format = 'json'
 );
-INSERT INTO "session_avg_table" SELECT * FROM "session_avg_results";
+INSERT INTO session_avg_table SELECT * FROM session_avg_results;
 
 -- webhook http://analytics:8080/session_avg
-CREATE TABLE "session_avg_webhook" (
+CREATE TABLE session_avg_webhook (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -73,10 +73,10 @@ CREATE TABLE "session_avg_webhook" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "session_avg_webhook" SELECT * FROM "session_avg_results";
+INSERT INTO session_avg_webhook SELECT * FROM session_avg_results;
 
 -- SSE channel /stream/session_avg
-CREATE TABLE "session_avg_channel" (
+CREATE TABLE session_avg_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -87,4 +87,4 @@ CREATE TABLE "session_avg_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "session_avg_channel" SELECT * FROM "session_avg_results";
+INSERT INTO session_avg_channel SELECT * FROM session_avg_results;

@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "session_count_results" AS
+CREATE VIEW session_count_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -40,13 +40,13 @@ FROM (
     SELECT
         session(INTERVAL '45 seconds') AS window,
         count(*) AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (action IN ('I', 'U'))
     GROUP BY window
 );
 
 -- SSE channel /stream/session_count
-CREATE TABLE "session_count_channel" (
+CREATE TABLE session_count_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" BIGINT
@@ -56,4 +56,4 @@ CREATE TABLE "session_count_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "session_count_channel" SELECT * FROM "session_count_results";
+INSERT INTO session_count_channel SELECT * FROM session_count_results;

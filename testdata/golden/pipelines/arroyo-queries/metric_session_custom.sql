@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "session_custom_results" AS
+CREATE VIEW session_custom_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,34 +42,34 @@ FROM (
         session(INTERVAL '45 seconds') AS window,
         "device",
         named_struct('n', COUNT(*), 'total', SUM(amount * price), 'hottest', MAX(temperature)) AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T'
     GROUP BY window, "device"
 );
 
 -- table session_custom_results (upsert through PostgREST)
-CREATE TABLE "session_custom_table" WITH (
+CREATE TABLE session_custom_table WITH (
     connector = 'webhook',
     endpoint = 'http://crud:3000/session_custom_results',
     headers = 'Content-Type: application/json,Authorization: Bearer {{ CRUD_PIPELINE_TOKEN }},Prefer: resolution=merge-duplicates',
     format = 'json'
 );
-INSERT INTO "session_custom_table" SELECT * FROM "session_custom_results";
+INSERT INTO session_custom_table SELECT * FROM session_custom_results;
 
 -- webhook http://analytics:8080/session_custom
-CREATE TABLE "session_custom_webhook" WITH (
+CREATE TABLE session_custom_webhook WITH (
     connector = 'webhook',
     endpoint = 'http://analytics:8080/session_custom',
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "session_custom_webhook" SELECT * FROM "session_custom_results";
+INSERT INTO session_custom_webhook SELECT * FROM session_custom_results;
 
 -- SSE channel /stream/session_custom
-CREATE TABLE "session_custom_channel" WITH (
+CREATE TABLE session_custom_channel WITH (
     connector = 'webhook',
     endpoint = 'http://proxy:9145/publish/session_custom',
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "session_custom_channel" SELECT * FROM "session_custom_results";
+INSERT INTO session_custom_channel SELECT * FROM session_custom_results;

@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "session_max_results" AS
+CREATE VIEW session_max_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,14 +42,14 @@ FROM (
         session(INTERVAL '45 seconds') AS window,
         "device",
         max("price") AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (action IN ('I', 'U'))
     GROUP BY window, "device"
 )
 WHERE value >= 10;
 
 -- webhook http://analytics:8080/session_max
-CREATE TABLE "session_max_webhook" (
+CREATE TABLE session_max_webhook (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -60,4 +60,4 @@ CREATE TABLE "session_max_webhook" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "session_max_webhook" SELECT * FROM "session_max_results";
+INSERT INTO session_max_webhook SELECT * FROM session_max_results;

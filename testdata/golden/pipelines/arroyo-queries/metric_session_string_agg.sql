@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "session_string_agg_results" AS
+CREATE VIEW session_string_agg_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -40,13 +40,13 @@ FROM (
     SELECT
         session(INTERVAL '45 seconds') AS window,
         string_agg("note", '|') AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (action = 'I')
     GROUP BY window
 );
 
 -- SSE channel /stream/session_string_agg
-CREATE TABLE "session_string_agg_channel" (
+CREATE TABLE session_string_agg_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" TEXT
@@ -56,4 +56,4 @@ CREATE TABLE "session_string_agg_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "session_string_agg_channel" SELECT * FROM "session_string_agg_results";
+INSERT INTO session_string_agg_channel SELECT * FROM session_string_agg_results;

@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "sliding_avg_results" AS
+CREATE VIEW sliding_avg_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,13 +42,13 @@ FROM (
         hop(INTERVAL '30 seconds', INTERVAL '2 minutes') AS window,
         "device",
         avg("temperature") AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (amount > 0 AND note IS NOT NULL)
     GROUP BY window, "device"
 );
 
 -- SSE channel /stream/sliding_avg
-CREATE TABLE "sliding_avg_channel" (
+CREATE TABLE sliding_avg_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -59,4 +59,4 @@ CREATE TABLE "sliding_avg_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "sliding_avg_channel" SELECT * FROM "sliding_avg_results";
+INSERT INTO sliding_avg_channel SELECT * FROM sliding_avg_results;

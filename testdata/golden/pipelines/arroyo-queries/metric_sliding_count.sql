@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "sliding_count_results" AS
+CREATE VIEW sliding_count_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -40,13 +40,13 @@ FROM (
     SELECT
         hop(INTERVAL '30 seconds', INTERVAL '2 minutes') AS window,
         count(*) AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T'
     GROUP BY window
 );
 
 -- webhook http://analytics:8080/sliding_count
-CREATE TABLE "sliding_count_webhook" (
+CREATE TABLE sliding_count_webhook (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" BIGINT
@@ -56,4 +56,4 @@ CREATE TABLE "sliding_count_webhook" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "sliding_count_webhook" SELECT * FROM "sliding_count_results";
+INSERT INTO sliding_count_webhook SELECT * FROM sliding_count_results;

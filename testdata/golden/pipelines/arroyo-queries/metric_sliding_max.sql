@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "sliding_max_results" AS
+CREATE VIEW sliding_max_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,14 +42,14 @@ FROM (
         hop(INTERVAL '30 seconds', INTERVAL '2 minutes') AS window,
         "device",
         max("price") AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T'
     GROUP BY window, "device"
 )
 WHERE value >= 10;
 
 -- table sliding_max_results (upsert through PostgREST)
-CREATE TABLE "sliding_max_table" (
+CREATE TABLE sliding_max_table (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -60,4 +60,4 @@ CREATE TABLE "sliding_max_table" (
     headers = 'Content-Type: application/json,Authorization: Bearer {{ CRUD_PIPELINE_TOKEN }},Prefer: resolution=merge-duplicates',
     format = 'json'
 );
-INSERT INTO "sliding_max_table" SELECT * FROM "sliding_max_results";
+INSERT INTO sliding_max_table SELECT * FROM sliding_max_results;

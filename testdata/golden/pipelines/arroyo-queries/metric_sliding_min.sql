@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "sliding_min_results" AS
+CREATE VIEW sliding_min_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -40,13 +40,13 @@ FROM (
     SELECT
         hop(INTERVAL '30 seconds', INTERVAL '2 minutes') AS window,
         min("temperature") AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (action = 'I')
     GROUP BY window
 );
 
 -- table sliding_min_results (upsert through PostgREST)
-CREATE TABLE "sliding_min_table" (
+CREATE TABLE sliding_min_table (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" DOUBLE
@@ -56,10 +56,10 @@ CREATE TABLE "sliding_min_table" (
     headers = 'Content-Type: application/json,Authorization: Bearer {{ CRUD_PIPELINE_TOKEN }},Prefer: resolution=merge-duplicates',
     format = 'json'
 );
-INSERT INTO "sliding_min_table" SELECT * FROM "sliding_min_results";
+INSERT INTO sliding_min_table SELECT * FROM sliding_min_results;
 
 -- webhook http://analytics:8080/sliding_min
-CREATE TABLE "sliding_min_webhook" (
+CREATE TABLE sliding_min_webhook (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" DOUBLE
@@ -69,10 +69,10 @@ CREATE TABLE "sliding_min_webhook" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "sliding_min_webhook" SELECT * FROM "sliding_min_results";
+INSERT INTO sliding_min_webhook SELECT * FROM sliding_min_results;
 
 -- SSE channel /stream/sliding_min
-CREATE TABLE "sliding_min_channel" (
+CREATE TABLE sliding_min_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" DOUBLE
@@ -82,4 +82,4 @@ CREATE TABLE "sliding_min_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "sliding_min_channel" SELECT * FROM "sliding_min_results";
+INSERT INTO sliding_min_channel SELECT * FROM sliding_min_results;

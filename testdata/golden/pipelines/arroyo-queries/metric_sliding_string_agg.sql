@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "sliding_string_agg_results" AS
+CREATE VIEW sliding_string_agg_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -40,13 +40,13 @@ FROM (
     SELECT
         hop(INTERVAL '30 seconds', INTERVAL '2 minutes') AS window,
         string_agg("note", '|') AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (amount > 0 AND note IS NOT NULL)
     GROUP BY window
 );
 
 -- SSE channel /stream/sliding_string_agg
-CREATE TABLE "sliding_string_agg_channel" (
+CREATE TABLE sliding_string_agg_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" TEXT
@@ -56,4 +56,4 @@ CREATE TABLE "sliding_string_agg_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "sliding_string_agg_channel" SELECT * FROM "sliding_string_agg_results";
+INSERT INTO sliding_string_agg_channel SELECT * FROM sliding_string_agg_results;

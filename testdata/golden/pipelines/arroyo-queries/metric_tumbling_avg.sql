@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "tumbling_avg_results" AS
+CREATE VIEW tumbling_avg_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,13 +42,13 @@ FROM (
         tumble(INTERVAL '1 minute') AS window,
         "device",
         avg("temperature") AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (action IN ('I', 'U'))
     GROUP BY window, "device"
 );
 
 -- SSE channel /stream/tumbling_avg
-CREATE TABLE "tumbling_avg_channel" (
+CREATE TABLE tumbling_avg_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -59,4 +59,4 @@ CREATE TABLE "tumbling_avg_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "tumbling_avg_channel" SELECT * FROM "tumbling_avg_results";
+INSERT INTO tumbling_avg_channel SELECT * FROM tumbling_avg_results;

@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "tumbling_custom_results" AS
+CREATE VIEW tumbling_custom_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,16 +42,16 @@ FROM (
         tumble(INTERVAL '1 minute') AS window,
         "device",
         named_struct('n', COUNT(*), 'total', SUM(amount * price), 'hottest', MAX(temperature)) AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (amount > 0 AND note IS NOT NULL)
     GROUP BY window, "device"
 );
 
 -- SSE channel /stream/tumbling_custom
-CREATE TABLE "tumbling_custom_channel" WITH (
+CREATE TABLE tumbling_custom_channel WITH (
     connector = 'webhook',
     endpoint = 'http://proxy:9145/publish/tumbling_custom',
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "tumbling_custom_channel" SELECT * FROM "tumbling_custom_results";
+INSERT INTO tumbling_custom_channel SELECT * FROM tumbling_custom_results;

@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "tumbling_max_results" AS
+CREATE VIEW tumbling_max_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,14 +42,14 @@ FROM (
         tumble(INTERVAL '1 minute') AS window,
         "device",
         max("price") AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T' AND (action = 'I')
     GROUP BY window, "device"
 )
 WHERE value >= 10;
 
 -- table tumbling_max_results (upsert through PostgREST)
-CREATE TABLE "tumbling_max_table" (
+CREATE TABLE tumbling_max_table (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -60,10 +60,10 @@ CREATE TABLE "tumbling_max_table" (
     headers = 'Content-Type: application/json,Authorization: Bearer {{ CRUD_PIPELINE_TOKEN }},Prefer: resolution=merge-duplicates',
     format = 'json'
 );
-INSERT INTO "tumbling_max_table" SELECT * FROM "tumbling_max_results";
+INSERT INTO tumbling_max_table SELECT * FROM tumbling_max_results;
 
 -- webhook http://analytics:8080/tumbling_max
-CREATE TABLE "tumbling_max_webhook" (
+CREATE TABLE tumbling_max_webhook (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -74,10 +74,10 @@ CREATE TABLE "tumbling_max_webhook" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "tumbling_max_webhook" SELECT * FROM "tumbling_max_results";
+INSERT INTO tumbling_max_webhook SELECT * FROM tumbling_max_results;
 
 -- SSE channel /stream/tumbling_max
-CREATE TABLE "tumbling_max_channel" (
+CREATE TABLE tumbling_max_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -88,4 +88,4 @@ CREATE TABLE "tumbling_max_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "tumbling_max_channel" SELECT * FROM "tumbling_max_results";
+INSERT INTO tumbling_max_channel SELECT * FROM tumbling_max_results;

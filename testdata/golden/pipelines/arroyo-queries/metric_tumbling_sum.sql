@@ -7,7 +7,7 @@
 -- The change stream of metric, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "metric_changes" (
+CREATE TABLE metric_changes (
     "id" TEXT,
     "device" TEXT,
     "temperature" DOUBLE,
@@ -31,7 +31,7 @@ CREATE TABLE "metric_changes" (
 );
 
 -- One row per closed window and group.
-CREATE VIEW "tumbling_sum_results" AS
+CREATE VIEW tumbling_sum_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -42,14 +42,14 @@ FROM (
         tumble(INTERVAL '1 minute') AS window,
         "device",
         sum("amount") AS value
-    FROM "metric_changes"
+    FROM metric_changes
     WHERE "action" <> 'T'
     GROUP BY window, "device"
 )
 WHERE value > 5;
 
 -- webhook http://analytics:8080/tumbling_sum
-CREATE TABLE "tumbling_sum_webhook" (
+CREATE TABLE tumbling_sum_webhook (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "device" TEXT,
@@ -60,4 +60,4 @@ CREATE TABLE "tumbling_sum_webhook" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "tumbling_sum_webhook" SELECT * FROM "tumbling_sum_results";
+INSERT INTO tumbling_sum_webhook SELECT * FROM tumbling_sum_results;

@@ -7,7 +7,7 @@
 -- The change stream of product, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "product_changes" (
+CREATE TABLE product_changes (
     "id" TEXT,
     "name" TEXT,
     "price" DOUBLE,
@@ -29,7 +29,7 @@ CREATE TABLE "product_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "product_analytics_results" AS
+CREATE VIEW product_analytics_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -38,13 +38,13 @@ FROM (
     SELECT
         tumble(INTERVAL '5 minutes') AS window,
         count(*) AS value
-    FROM "product_changes"
+    FROM product_changes
     WHERE "action" <> 'T' AND (table_name = 'product' AND action = 'I')
     GROUP BY window
 );
 
 -- table product_metrics (upsert through PostgREST)
-CREATE TABLE "product_analytics_table" (
+CREATE TABLE product_analytics_table (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" BIGINT
@@ -54,4 +54,4 @@ CREATE TABLE "product_analytics_table" (
     headers = 'Content-Type: application/json,Authorization: Bearer {{ CRUD_PIPELINE_TOKEN }},Prefer: resolution=merge-duplicates',
     format = 'json'
 );
-INSERT INTO "product_analytics_table" SELECT * FROM "product_analytics_results";
+INSERT INTO product_analytics_table SELECT * FROM product_analytics_results;

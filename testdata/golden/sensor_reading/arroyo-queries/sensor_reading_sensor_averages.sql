@@ -7,7 +7,7 @@
 -- The change stream of sensor_reading, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "sensor_reading_changes" (
+CREATE TABLE sensor_reading_changes (
     "id" TEXT,
     "device_id" TEXT,
     "temperature" DOUBLE,
@@ -30,7 +30,7 @@ CREATE TABLE "sensor_reading_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "sensor_averages_results" AS
+CREATE VIEW sensor_averages_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -39,13 +39,13 @@ FROM (
     SELECT
         hop(INTERVAL '15 minutes', INTERVAL '1 hour') AS window,
         avg("temperature") AS value
-    FROM "sensor_reading_changes"
+    FROM sensor_reading_changes
     WHERE "action" <> 'T'
     GROUP BY window
 );
 
 -- SSE channel /stream/sensor_averages
-CREATE TABLE "sensor_averages_channel" (
+CREATE TABLE sensor_averages_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" DOUBLE
@@ -55,4 +55,4 @@ CREATE TABLE "sensor_averages_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "sensor_averages_channel" SELECT * FROM "sensor_averages_results";
+INSERT INTO sensor_averages_channel SELECT * FROM sensor_averages_results;

@@ -7,7 +7,7 @@
 -- The change stream of order_items, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "order_items_changes" (
+CREATE TABLE order_items_changes (
     "id" BIGINT,
     "product_id" TEXT,
     "customer_id" TEXT,
@@ -31,7 +31,7 @@ CREATE TABLE "order_items_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "order_metrics_results" AS
+CREATE VIEW order_metrics_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -40,16 +40,16 @@ FROM (
     SELECT
         tumble(INTERVAL '1 hour') AS window,
         named_struct('total_revenue', SUM(price * quantity), 'avg_order_value', AVG(price * quantity), 'product_count', COUNT(DISTINCT product_id)) AS value
-    FROM "order_items_changes"
+    FROM order_items_changes
     WHERE "action" <> 'T' AND (action = 'I')
     GROUP BY window
 );
 
 -- SSE channel /stream/order_metrics
-CREATE TABLE "order_metrics_channel" WITH (
+CREATE TABLE order_metrics_channel WITH (
     connector = 'webhook',
     endpoint = 'http://proxy:9145/publish/order_metrics',
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "order_metrics_channel" SELECT * FROM "order_metrics_results";
+INSERT INTO order_metrics_channel SELECT * FROM order_metrics_results;

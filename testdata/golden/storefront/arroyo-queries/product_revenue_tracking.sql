@@ -7,7 +7,7 @@
 -- The change stream of product, through the gateway's SSE endpoint. Arroyo stores the
 -- last event id in its checkpoints and resumes from it (Last-Event-ID). Event time is the
 -- commit time; the gateway's clock ticks (action = 'T') move it on when no change comes.
-CREATE TABLE "product_changes" (
+CREATE TABLE product_changes (
     "id" TEXT,
     "sku" TEXT,
     "name" TEXT,
@@ -35,7 +35,7 @@ CREATE TABLE "product_changes" (
 );
 
 -- One row per closed window.
-CREATE VIEW "revenue_tracking_results" AS
+CREATE VIEW revenue_tracking_results AS
 SELECT
     window.start AS window_start,
     window.end AS window_end,
@@ -44,13 +44,13 @@ FROM (
     SELECT
         tumble(INTERVAL '5 minutes') AS window,
         sum("price") AS value
-    FROM "product_changes"
+    FROM product_changes
     WHERE "action" <> 'T'
     GROUP BY window
 );
 
 -- table revenue_metrics (upsert through PostgREST)
-CREATE TABLE "revenue_tracking_table" (
+CREATE TABLE revenue_tracking_table (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" DOUBLE
@@ -60,10 +60,10 @@ CREATE TABLE "revenue_tracking_table" (
     headers = 'Content-Type: application/json,Authorization: Bearer {{ CRUD_PIPELINE_TOKEN }},Prefer: resolution=merge-duplicates',
     format = 'json'
 );
-INSERT INTO "revenue_tracking_table" SELECT * FROM "revenue_tracking_results";
+INSERT INTO revenue_tracking_table SELECT * FROM revenue_tracking_results;
 
 -- webhook http://analytics:8080/revenue
-CREATE TABLE "revenue_tracking_webhook" (
+CREATE TABLE revenue_tracking_webhook (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" DOUBLE
@@ -73,10 +73,10 @@ CREATE TABLE "revenue_tracking_webhook" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "revenue_tracking_webhook" SELECT * FROM "revenue_tracking_results";
+INSERT INTO revenue_tracking_webhook SELECT * FROM revenue_tracking_results;
 
 -- SSE channel /stream/revenue
-CREATE TABLE "revenue_tracking_channel" (
+CREATE TABLE revenue_tracking_channel (
     "window_start" TIMESTAMP NOT NULL,
     "window_end" TIMESTAMP NOT NULL,
     "value" DOUBLE
@@ -86,4 +86,4 @@ CREATE TABLE "revenue_tracking_channel" (
     headers = 'Content-Type: application/json',
     format = 'json'
 );
-INSERT INTO "revenue_tracking_channel" SELECT * FROM "revenue_tracking_results";
+INSERT INTO revenue_tracking_channel SELECT * FROM revenue_tracking_results;
