@@ -303,6 +303,11 @@ class Builder:
                                "rename it, or set enable_streaming: false")
         if stream.max_len < 0:
             self.error(stream_path + ("max_len",), "max_len cannot be negative")
+        max_len = stream.max_len or 100000
+        if stream.retention_max_len and stream.retention_max_len < max_len:
+            self.error(stream_path + ("retention_max_len",),
+                       f"retention_max_len {stream.retention_max_len} is below max_len "
+                       f"{max_len}")
         subscribers = []
         for k, s in enumerate(stream.subscribers):
             if not s.app_id:
@@ -333,8 +338,9 @@ class Builder:
             path=path,
             access=access,
             streamed=streamed,
-            stream_max_len=stream.max_len or 100000,
+            stream_max_len=max_len,
             subscribers=tuple(subscribers),
+            stream_retention_max_len=stream.retention_max_len or 10 * max_len,
             retired_keys=tuple(sorted(set(retired), key=lambda k: int(k[1:]))),
             drop_retired=e.drop_reserved_columns,
             audit=not e.skip_audit_fields and bool(column_names),
@@ -758,9 +764,10 @@ class Builder:
         blocks: list[tuple[Path, pb.Stream, str]] = []
         if self.msg.HasField("stream") and not self.root_serves_entity("stream"):
             only = self.msg.entity[0].name if len(self.msg.entity) == 1 else ""
-            if self.msg.stream.HasField("enable_streaming") or self.msg.stream.max_len:
-                self.error(("stream",), "enable_streaming and max_len at the root apply to no "
-                           "entity here; set them in each entity's stream block")
+            if (self.msg.stream.HasField("enable_streaming") or self.msg.stream.max_len
+                    or self.msg.stream.retention_max_len):
+                self.error(("stream",), "enable_streaming, max_len and retention_max_len at the "
+                           "root apply to no entity here; set them in each entity's stream block")
             blocks.append((("stream",), self.msg.stream, only))
         for i, e in enumerate(self.msg.entity):
             path, stream = self.entity_block(i, "stream")

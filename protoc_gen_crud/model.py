@@ -160,6 +160,8 @@ class Entity:
     streamed: bool
     stream_max_len: int
     subscribers: tuple[Subscriber, ...]
+    # Entries kept at most for a lagging Dapr consumer group (Stream.retention_max_len).
+    stream_retention_max_len: int
     retired_keys: tuple[str, ...]
     drop_retired: bool
     audit: bool

@@ -2,14 +2,19 @@
 
 Dapr cannot run here. Its resources are validated with the JSON schemas of Dapr's CRDs (in
 ../shared/reference/dapr), component metadata keys against the components' documented
-metadata (dapr/components-contrib, pubsub/redis and state/redis metadata.yaml), and the
-stream protocol by a consumer that does what pubsub.redis does, on events the real relay
-wrote to a real Redis.
+metadata (dapr/components-contrib, pubsub/redis and state/redis metadata.yaml), their values
+and the resulting topic scopes and delivery timing by the decoding rules of daprd 1.14.4
+reproduced in dapr_rules.py, and the stream protocol by a consumer that does what
+pubsub.redis does, on events the real relay wrote to a real Redis.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+import queue
+import threading
 import time
 from collections import Counter
 
@@ -17,6 +22,9 @@ import jsonschema
 import pytest
 import yaml
 
+from protoc_gen_crud.targets import dapr as target
+
+from . import dapr_rules as rules
 from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, model_of, shared_file
 
 REFERENCE = "reference/dapr/jsonschema"
@@ -68,6 +76,8 @@ def test_component_metadata_keys_are_documented(name):
             continue
         kind = resource["spec"]["type"]
         keys = {item["name"] for item in resource["spec"]["metadata"]}
+        if kind == "pubsub.redis":  # scopes are daprd's own keys (pkg/scopes/scopes.go:8-11)
+            keys -= rules.PUBSUB_RUNTIME
         assert keys <= DOCUMENTED[kind], keys - DOCUMENTED[kind]
         assert REQUIRED.get(kind, set()) <= keys
         for item in resource["spec"]["metadata"]:
@@ -173,3 +183,237 @@ def test_a_pubsub_redis_consumer_gets_every_change_exactly_once(shop):
     # A second subscriber (another consumerID) gets its own full copy.
     other = PubsubRedisConsumer(shop.redis.client(), topic, "search-indexer", 300)
     assert [i for i, _ in other.read_new()] == stream_ids
+
+
+def by_kind(name: str) -> dict[str, dict]:
+    out = {}
+    for resource in components(name).values():
+        key = resource["spec"]["type"] if resource["kind"] == "Component" else resource["kind"]
+        out.setdefault(key, resource)
+    return out
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_component_values_decode_as_daprd_1_14_reads_them(name):
+    """Every value takes effect as meant: nothing silently ignored, nothing that fails
+    Init; one worker (order), durations as pubsub.redis reads them (milliseconds)."""
+    resources = by_kind(name)
+    pubsub = rules.decode_pubsub_redis(resources["pubsub.redis"], "inventory")
+    assert pubsub.ignored == []
+    assert pubsub.settings["concurrency"] == 1, "one worker: deliveries in stream order"
+    assert pubsub.settings["processingTimeout"] == target.PROCESSING_TIMEOUT_MS * rules.MS
+    assert pubsub.settings["redeliverInterval"] == target.REDELIVER_INTERVAL_MS * rules.MS
+    assert pubsub.settings["queueDepth"] == target.QUEUE_DEPTH
+    assert pubsub.settings["consumerID"] == "inventory"
+    assert pubsub.secrets == {"redisPassword", "enableTLS"}
+    state = rules.decode_state_redis(resources["state.redis"])
+    assert state.ignored == [] and state.settings["keyPrefix"] == "appid"
+    ignored: list[str] = []
+    rules.delivery(pubsub, resources["Resiliency"], "crud-pubsub", ignored)
+    assert ignored == []
+
+
+def test_the_decoding_check_catches_what_daprd_ignores():
+    """The check is not a key-name list: "30s" for redeliverInterval is ignored by
+    pubsub.redis (ParseUint only, redis.go:160-167), a misspelt key has no effect, a bad
+    number fails Init, and a retry field Dapr 1.14's Resiliency lacks is dropped."""
+    pubsub = by_kind("storefront")["pubsub.redis"]
+
+    def decoded(key: str, value: str) -> rules.Decoded:
+        changed = copy.deepcopy(pubsub)
+        items = [i for i in changed["spec"]["metadata"] if i["name"] != key]
+        changed["spec"]["metadata"] = [*items, {"name": key, "value": value}]
+        return rules.decode_pubsub_redis(changed, "inventory")
+
+    thirty = decoded("redeliverInterval", "30s")
+    assert thirty.settings["redeliverInterval"] == 15 * rules.SECOND
+    assert any("redeliverInterval '30s'" in text for text in thirty.ignored)
+    assert decoded("redeliverInterval", "30000").settings["redeliverInterval"] == 30 * rules.SECOND
+    # processingTimeout also goes through dapr/kit's duration hook: "60s" works there.
+    sixty = decoded("processingTimeout", "60s")
+    assert sixty.ignored == [] and sixty.settings["processingTimeout"] == 60 * rules.SECOND
+    assert decoded("redeliverIntervall", "30000").ignored == [
+        "redeliverIntervall: not a pubsub.redis setting"]
+    with pytest.raises(rules.DecodeError):
+        decoded("concurrency", "-1")
+    with pytest.raises(rules.DecodeError):
+        decoded("processingTimeout", "60 s")
+    ignored: list[str] = []
+    rules.decode_retry({"policy": "exponential", "initialInterval": "1s", "maxRetries": 2},
+                       ignored)
+    assert ignored == ["retry initialInterval: not a field of Dapr 1.14's Retry; dropped"]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_change_topics_belong_to_the_relay(name):
+    """No Dapr app may publish to a change topic (the relay's ids would be refused after a
+    time-based `XADD *` id); the configured subscribers may subscribe to theirs."""
+    backend = model_of(name)
+    settings = rules.decode_pubsub_redis(by_kind(name)["pubsub.redis"], "any").settings
+    topics = {f"crud.{e.name}" for e in backend.streamed}
+    subscribers = {(s.app_id, f"crud.{e.name}") for e in backend.streamed
+                   for s in e.subscribers}
+    apps = {app for app, _ in subscribers} | {"crud", "intruder"}
+    for app in apps:
+        for topic in topics:
+            assert not rules.operation_allowed(topic, settings, app, "publish"), (app, topic)
+            assert rules.operation_allowed(topic, settings, app, "subscribe") == (
+                (app, topic) in subscribers), (app, topic)
+    # An app's own topics on the same component stay open to it.
+    assert rules.operation_allowed("orders.custom", settings, "intruder", "publish")
+
+
+def test_a_subscriber_may_not_publish_even_where_it_subscribes():
+    settings = rules.decode_pubsub_redis(by_kind("storefront")["pubsub.redis"], "x").settings
+    assert rules.operation_allowed("crud.product", settings, "inventory", "subscribe")
+    assert not rules.operation_allowed("crud.product", settings, "inventory", "publish")
+    assert not rules.operation_allowed("crud.customer", settings, "inventory", "subscribe")
+    open_settings = {k: v for k, v in settings.items() if k != "protectedTopics"}
+    assert rules.operation_allowed("crud.customer", open_settings, "crud", "publish"), \
+        "without protectedTopics anyone could publish: the check must see the difference"
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_retries_end_before_a_message_in_flight_is_reclaimed(name):
+    """The inbound retries of one delivery, for every message the sidecar holds, end before
+    processingTimeout: pubsub.redis never reclaims (and delivers a second time) a message
+    whose first delivery is still being retried."""
+    resources = by_kind(name)
+    pubsub = rules.decode_pubsub_redis(resources["pubsub.redis"], "app")
+    timing = rules.delivery(pubsub, resources["Resiliency"], "crud-pubsub", [])
+    # 4 attempts of 5 s, waits of at most 0.75 + 1.125 + 1.6875 s (500 ms ±50 %, growing by 1.5).
+    assert timing.attempts == 4 and timing.attempt_timeout == 5 * rules.SECOND
+    assert sum(timing.waits) == pytest.approx(3.5625 * rules.SECOND, abs=10)
+    assert timing.in_flight == 3
+    assert timing.last_done < timing.processing_timeout
+    print(f"{name}: budget {timing.budget / 1e9:.3f} s, last in flight done after "
+          f"{timing.last_done / 1e9:.3f} s, processingTimeout "
+          f"{timing.processing_timeout / 1e9:.0f} s")
+
+
+def test_the_timing_check_fails_the_previous_settings():
+    """The values generated before issue 12: exponential retries up to 15 s, 10 of them, no
+    per-attempt timeout, 10 workers over a queue of 100, processingTimeout "60s"."""
+    old_pubsub = copy.deepcopy(by_kind("storefront")["pubsub.redis"])
+    old_pubsub["spec"]["metadata"] = [
+        i for i in old_pubsub["spec"]["metadata"]
+        if i["name"] not in ("concurrency", "queueDepth", "processingTimeout",
+                             "redeliverInterval")] + [
+        {"name": "redeliverInterval", "value": "30s"},
+        {"name": "processingTimeout", "value": "60s"},
+        {"name": "concurrency", "value": "10"}]
+    old_resiliency = copy.deepcopy(by_kind("storefront")["Resiliency"])
+    old_resiliency["spec"]["policies"]["retries"]["events"] = {
+        "policy": "exponential", "maxInterval": "15s", "maxRetries": 10}
+    old_resiliency["spec"]["targets"]["components"]["crud-pubsub"]["inbound"] = {
+        "retry": "events"}
+    pubsub = rules.decode_pubsub_redis(old_pubsub, "app")
+    timing = rules.delivery(pubsub, old_resiliency, "crud-pubsub", [])
+    assert math.isinf(timing.last_done)
+    # Even with every app answering at once, the back-off alone outlasts processingTimeout.
+    assert sum(timing.waits) > timing.processing_timeout
+    assert timing.redeliver_interval == 15 * rules.SECOND  # "30s" never took effect
+
+
+class PubsubRedisWorkers:
+    """pubsub.redis's delivery loop (components-contrib v1.14.4 pubsub/redis/redis.go): a
+    poller reads `XREADGROUP GROUP g g COUNT queueDepth STREAMS topic >` and puts each
+    message on a queue of `queueDepth` (263-289, 166-182); `concurrency` workers take from
+    it, call the handler and XACK on success (87-96, 218-259)."""
+
+    def __init__(self, client, topic: str, group: str, concurrency: int, queue_depth: int,
+                 handler):
+        self.client, self.topic, self.group = client, topic, group
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_depth)
+        self.queue_depth, self.handler = queue_depth, handler
+        self.stop = threading.Event()
+        try:
+            client.xgroup_create(topic, group, id="0", mkstream=True)
+        except Exception as exc:  # BUSYGROUP
+            assert "BUSYGROUP" in str(exc)
+        self.threads = [threading.Thread(target=self.poll, daemon=True)]
+        self.threads += [threading.Thread(target=self.work, daemon=True)
+                         for _ in range(concurrency)]
+        for thread in self.threads:
+            thread.start()
+
+    def poll(self) -> None:
+        while not self.stop.is_set():
+            reply = self.client.xreadgroup(self.group, self.group, {self.topic: ">"},
+                                           count=self.queue_depth, block=100)
+            for _, entries in reply or []:
+                for entry in entries:
+                    while not self.stop.is_set():
+                        try:
+                            self.queue.put(entry, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+
+    def work(self) -> None:
+        while not self.stop.is_set():
+            try:
+                message_id, fields = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.handler(message_id.decode(), json.loads(fields[b"data"]))
+            self.client.xack(self.topic, self.group, message_id)
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(5)
+
+
+def deliveries(shop, group: str, concurrency: int, queue_depth: int,
+               expected: int) -> list[tuple[str, int, str]]:
+    """(sku, stock, event id) in the order a subscriber's handler finished them; the
+    handler is slower for even stock values, as a real app's time varies."""
+    seen: list[tuple[str, int, str]] = []
+    lock = threading.Lock()
+
+    def handler(message_id: str, event: dict) -> None:
+        data = event["data"]
+        time.sleep(0.02 if data["stock"] % 2 == 0 else 0)
+        with lock:
+            seen.append((data["sku"], data["stock"], message_id))
+
+    workers = PubsubRedisWorkers(shop.redis.client(), "crud.product", group, concurrency,
+                                 queue_depth, handler)
+    deadline = time.monotonic() + 20
+    while len(seen) < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers.close()
+    return seen
+
+
+def test_per_row_order_holds_with_the_generated_concurrency(shop):
+    import psycopg
+
+    with psycopg.connect(shop.pg.dsn(shop.database), autocommit=True) as conn:
+        for i in range(1, 31):
+            for sku in ("LAP-1", "BK-2"):
+                conn.execute("UPDATE shop.product SET stock = %s WHERE sku = %s", (i, sku))
+    deadline = time.monotonic() + 10
+    while shop.redis.client().xlen("crud.product") < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pubsub = rules.decode_pubsub_redis(by_kind("storefront")["pubsub.redis"], "inventory")
+    generated = deliveries(shop, "inventory", int(pubsub.settings["concurrency"]),
+                           int(pubsub.settings["queueDepth"]), 60)
+    assert len(generated) == 60
+    for sku in ("LAP-1", "BK-2"):
+        stocks = [stock for s, stock, _ in generated if s == sku]
+        assert stocks == list(range(1, 31)), sku
+    ids = [rules_id(i) for _, _, i in generated]
+    assert ids == sorted(ids)
+    # pubsub.redis's defaults (10 workers, queue of 100, redis.go:137-141) do not keep it.
+    default = deliveries(shop, "with-defaults", rules.PUBSUB_DEFAULTS["concurrency"],
+                         rules.PUBSUB_DEFAULTS["queueDepth"], 60)
+    assert len(default) == 60
+    assert any([stock for s, stock, _ in default if s == sku] != list(range(1, 31))
+               for sku in ("LAP-1", "BK-2"))
+
+
+def rules_id(text: str) -> tuple[int, int]:
+    first, _, second = text.partition("-")
+    return int(first), int(second)

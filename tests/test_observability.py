@@ -28,7 +28,7 @@ EXPORTER_METRICS = {
 PROMQL_WORDS = {
     "sum", "by", "without", "rate", "irate", "increase", "histogram_quantile", "clamp_min",
     "avg", "max", "min", "count", "on", "ignoring", "and", "or", "unless", "bool",
-    "humanize1024", "humanizeDuration",
+    "humanize1024", "humanizeDuration", "group_left", "group_right",
 }
 
 
@@ -101,6 +101,49 @@ def test_alerts_fire_as_intended(tmp_path):
         }],
     }))
     done = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"], cwd=folder,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_change_stream_alerts_fire_as_intended(tmp_path):
+    """Issue 12: a foreign entry blocking a stream, a consumer group past half its retention
+    cap, and changes a group lost to the cap alert; a group keeping up does not."""
+    folder = observability("storefront", tmp_path) / "prometheus"
+    lag = 'crud_relay_consumer_group_lag{entity="product",group="%s"}'
+    (folder / "change_alerts_test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["alerts.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": 'crud_relay_foreign_entry{entity="product"}', "values": "1x5"},
+                {"series": 'crud_relay_retention_max_len{entity="product"}',
+                 "values": "500000x10"},
+                {"series": lag % "inventory", "values": "300000x10"},
+                {"series": lag % "search-indexer", "values": "10x10"},
+                {"series": 'crud_relay_consumer_group_trimmed_total{entity="product",'
+                           'group="inventory"}', "values": "0 0 0 20 20 20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "2m", "alertname": "ChangeStreamBlocked", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "entity": "product"},
+                    "exp_annotations": {"summary": "a foreign entry blocks crud.product: "
+                                        "the relay holds its changes until it is removed"}}]},
+                {"eval_time": "6m", "alertname": "ConsumerGroupLagging", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "entity": "product",
+                                   "group": "inventory"},
+                    "exp_annotations": {"summary": "inventory is more than half the "
+                                        "retention cap behind on crud.product"}}]},
+                {"eval_time": "4m", "alertname": "ConsumerGroupLostChanges", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "entity": "product",
+                                   "group": "inventory"},
+                    "exp_annotations": {"summary": "inventory lost changes of crud.product "
+                                        "to the retention cap: reload a snapshot"}}]},
+                {"eval_time": "2m", "alertname": "ConsumerGroupLostChanges", "exp_alerts": []},
+            ],
+        }],
+    }))
+    done = subprocess.run([PROMTOOL, "test", "rules", "change_alerts_test.yml"], cwd=folder,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 

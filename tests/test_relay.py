@@ -1,10 +1,12 @@
-"""crud-relay's pieces: the pgoutput decoder on real server output, value conversion, and the
-process's operational surface (health, metrics, logs, clean shutdown)."""
+"""crud-relay's pieces: the pgoutput decoder on real server output, value conversion, the
+process's operational surface (health, metrics, logs, clean shutdown), a foreign entry in a
+change stream, and retention behind Dapr consumer groups with gaps announced over SSE."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -18,6 +20,7 @@ from protoc_gen_crud.relay.events import Table, change_data
 from protoc_gen_crud.relay.values import _timestamp, parse_array
 
 from .support import from_text
+from .test_realtime import ADMIN, token
 
 
 def test_decoder_on_real_pgoutput(database):
@@ -129,3 +132,160 @@ def test_health_metrics_logs_and_clean_shutdown(notes):
             if line.startswith("{")]
     assert {"streaming", "connection lost", "stopped"} <= {entry["msg"] for entry in logs}
     assert all({"time", "level", "msg"} <= set(entry) for entry in logs)
+
+
+def wait_until(condition, timeout: float = 15, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def insert_notes(stack, count: int, tag: str) -> None:
+    with psycopg.connect(stack.pg.dsn(stack.database), autocommit=True) as conn:
+        conn.execute("INSERT INTO note (body) SELECT %s || i FROM generate_series(1, %s) i",
+                     (tag, count))
+
+
+def relay_ids(client, topic: str = "crud.note") -> list[str]:
+    return [i.decode() for i, _ in client.xrange(topic)]
+
+
+def test_a_foreign_entry_is_an_alert_and_holds_changes_until_removed(notes):
+    """What a publish through Dapr does (pubsub.redis Publish: `XADD <topic> * data <event>`,
+    components-contrib v1.14.4 pubsub/redis/redis.go:100-121 with a time-based id) blocks the
+    relay's commit-position ids; the relay must say so and lose nothing."""
+    client = notes.redis.client()
+    insert_notes(notes, 3, "before ")
+    wait_until(lambda: client.xlen("crud.note") == 3, what="3 entries")
+    foreign = client.xadd("crud.note", {"data": json.dumps({
+        "specversion": "1.0", "id": "0b8c3a1e-5d5f-4bd2-9b57-000000000000",
+        "source": "intruder", "type": "com.dapr.event.sent", "data": {"body": "x"}})}).decode()
+    insert_notes(notes, 2, "held ")
+    wait_until(lambda: fetch("/health")[0] == 503, what="health 503")
+    assert json.loads(fetch("/health")[1])["foreign_entries"] == {"note": foreign}
+    assert 'crud_relay_foreign_entry{entity="note"} 1' in fetch("/metrics")[1]
+    logs = [json.loads(line) for line in notes.relay.output().splitlines()
+            if line.startswith("{")]
+    alert = next(e for e in logs if e["msg"] == "foreign entry in change stream")
+    assert alert["level"] == "error" and alert["entry_id"] == foreign
+    assert "skipped replayed changes" not in {e["msg"] for e in logs}
+    assert len(relay_ids(client)) == 4  # 3 of the relay's, the foreign one, nothing else
+
+    # The README's remedy: remove the entry, move the stream's last id back to the top.
+    client.xdel("crud.note", foreign)
+    client.execute_command("XSETID", "crud.note", relay_ids(client)[-1])
+    wait_until(lambda: fetch("/health")[0] == 200, what="health 200", timeout=30)
+    wait_until(lambda: client.xlen("crud.note") == 5, what="held changes written")
+    bodies = [json.loads(f[b"data"])["data"]["body"] for _, f in client.xrange("crud.note")]
+    assert sorted(bodies[:3]) == ["before 1", "before 2", "before 3"]
+    assert sorted(bodies[3:]) == ["held 1", "held 2"]
+    assert 'crud_relay_foreign_entry{entity="note"}' not in fetch("/metrics")[1]
+
+
+RETAINED = """
+entity {
+  name: "note"
+  fields { name: "body" type: SQL_TYPE_TEXT }
+  api { access { read: ["anon"] } }
+  stream { max_len: 5 retention_max_len: 40 }
+}
+"""
+
+
+def metric(name: str, **labels: str) -> float | None:
+    wanted = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+    for line in fetch("/metrics")[1].splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return None
+
+
+def sse_blocks(path: str, last_event_id: str, seconds: float = 1.5) -> list[dict]:
+    """The raw event blocks of an SSE response (event name, id, data), read for a while."""
+    sock = socket.create_connection(("127.0.0.1", 80), timeout=seconds)
+    sock.sendall((f"GET {path} HTTP/1.0\r\nHost: localhost\r\nLast-Event-ID: {last_event_id}"
+                  f"\r\nAuthorization: Bearer {token(ADMIN)}\r\n\r\n").encode())
+    data, deadline = b"", time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    _, _, body = data.partition(b"\r\n\r\n")
+    blocks = []
+    for raw in body.decode().split("\n\n"):
+        block = {}
+        for line in raw.split("\n"):
+            key, sep, value = line.partition(": ")
+            if sep and key in ("event", "id", "data"):
+                block[key] = json.loads(value) if key == "data" else value
+        if "data" in block:
+            blocks.append(block)
+    return blocks
+
+
+def test_retention_follows_the_slowest_consumer_group_within_its_cap(make_stack):
+    """Trimming keeps what a Dapr consumer group has not read and acknowledged, up to
+    retention_max_len; past it the group's loss is counted and a resuming SSE client is
+    told of the gap before the stream goes on."""
+    stack = make_stack(from_text(RETAINED), "relay_retention")
+    client = stack.redis.client()
+    group = "inventory"
+    client.xgroup_create("crud.note", group, id="0", mkstream=True)  # as pubsub.redis does
+    insert_notes(stack, 10, "a")
+    wait_until(lambda: client.xlen("crud.note") == 10, what="10 entries")
+    first = relay_ids(client)
+    read = client.xreadgroup(group, group, {"crud.note": ">"}, count=3)
+    for message_id, _ in read[0][1]:
+        client.xack("crud.note", group, message_id)
+    client.xreadgroup(group, group, {"crud.note": ">"}, count=2)  # delivered, never acked
+    insert_notes(stack, 20, "b")
+    wait_until(lambda: metric("crud_relay_consumer_group_lag", entity="note",
+                              group=group) == 25, what="lag 25")
+    time.sleep(1.5)  # a few trimming rounds
+    ids = relay_ids(client)
+    assert len(ids) == 27 and ids[0] == first[3], "kept from the group's oldest pending entry"
+    assert metric("crud_relay_consumer_group_pending", entity="note", group=group) == 2
+    assert client.get("crud.note.trimmed").decode() == first[2]
+
+    # The group catches up: the stream shrinks to max_len.
+    while reply := client.xreadgroup(group, group, {"crud.note": "0"}, count=100)[0][1]:
+        for message_id, _ in reply:
+            client.xack("crud.note", group, message_id)
+    while reply := client.xreadgroup(group, group, {"crud.note": ">"}, count=100):
+        for message_id, _ in reply[0][1]:
+            client.xack("crud.note", group, message_id)
+    wait_until(lambda: client.xlen("crud.note") == 5, what="trimmed to max_len")
+    caught_up = relay_ids(client)[-1]
+
+    # The group stops reading; 60 changes later the cap (40) removes 20 it never read.
+    insert_notes(stack, 60, "c")
+    wait_until(lambda: metric("crud_relay_consumer_group_trimmed_total", entity="note",
+                              group=group) == 20, what="20 counted as lost")
+    ids = relay_ids(client)
+    assert len(ids) == 40
+    assert metric("crud_relay_consumer_group_lag", entity="note", group=group) == 40
+    logs = [json.loads(line) for line in stack.relay.output().splitlines()
+            if line.startswith("{")]
+    assert any(e["msg"] == "consumer group lost changes: retention cap reached"
+               and e["group"] == group for e in logs)
+    trimmed_through = client.get("crud.note.trimmed").decode()
+    assert trimmed_through != ids[0] and relay_ids(client)[0] == ids[0]
+
+    # An SSE client that last saw `caught_up` missed 20 removed changes: a gap event first.
+    blocks = sse_blocks("/stream/sse/note", caught_up)
+    assert blocks[0]["event"] == "gap" and "id" not in blocks[0]
+    assert blocks[0]["data"]["gap"] == {"last_event_id": caught_up,
+                                        "trimmed_through": trimmed_through}
+    assert blocks[0]["data"]["action"] == "T" and blocks[0]["data"]["table_name"] == "note"
+    assert [b["id"] for b in blocks[1:]] == ids
+    # Resuming from the newest removed id misses nothing: no gap.
+    blocks = sse_blocks("/stream/sse/note", trimmed_through)
+    assert "event" not in blocks[0] and [b["id"] for b in blocks] == ids

@@ -70,6 +70,18 @@ def alerts(backend: Backend) -> dict:
                "replication slot {{ $labels.slot_name }} has no consumer and retains WAL"),
         _alert("GatewayErrors", f"{five_xx} > 0.05", "5m", "warning",
                "more than 5% of API requests fail with 5xx"),
+        _alert("ChangeStreamBlocked", "crud_relay_foreign_entry == 1", "1m", "critical",
+               "a foreign entry blocks crud.{{ $labels.entity }}: the relay holds its "
+               "changes until it is removed"),
+        _alert("ConsumerGroupLagging",
+               "crud_relay_consumer_group_lag / on(entity) group_left "
+               "crud_relay_retention_max_len > 0.5", "5m", "warning",
+               "{{ $labels.group }} is more than half the retention cap behind on "
+               "crud.{{ $labels.entity }}"),
+        _alert("ConsumerGroupLostChanges",
+               "increase(crud_relay_consumer_group_trimmed_total[10m]) > 0", "0m", "critical",
+               "{{ $labels.group }} lost changes of crud.{{ $labels.entity }} to the retention "
+               "cap: reload a snapshot"),
         _alert("RedisDown", "redis_up == 0", "1m", "critical", "Redis does not answer"),
         _alert("DatabaseDown", "pg_up == 0", "1m", "critical", "PostgreSQL does not answer"),
     ]

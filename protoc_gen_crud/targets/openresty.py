@@ -19,7 +19,7 @@ from ..aggregates import PIPELINE_ROLE
 from ..model import Backend, Endpoint, Entity
 from ..rendering import render as render_template
 from .postgrest import SERVER_PORT
-from .relay import topic
+from .relay import TRIMMED_SUFFIX, topic
 
 METRICS_PORT = 9145
 # The unpublished server on METRICS_PORT also takes aggregation results for SSE channels.
@@ -113,6 +113,7 @@ def render(backend: Backend) -> dict[str, str]:
         "streamed": streams(backend),
         "channels": channels(backend),
         "tick": TICK,
+        "trimmed_suffix": TRIMMED_SUFFIX,
         "user_claim": backend.auth.user_claim,
         "role_claim": backend.auth.role_claim,
     }

@@ -22,6 +22,13 @@ METRICS_PORT = 9464
 RELAY_ROLE = "crud_relay"
 
 
+# The key beside each stream where crud-relay records the newest entry id it trimmed away:
+# the gateway compares a resuming SSE client's Last-Event-ID with it to announce a gap.
+TRIMMED_SUFFIX = ".trimmed"
+# How often the relay trims each stream (and measures its consumer groups' lag).
+TRIM_INTERVAL_SECONDS = 1.0
+
+
 def topic(entity: str) -> str:
     """The Redis stream (and Dapr topic) of an entity's changes."""
     return f"crud.{entity}"
@@ -35,9 +42,12 @@ def config(backend: Backend) -> dict:
         "source": f"/crud/{backend.database.name}",
         "metrics_port": METRICS_PORT,
         "confirm_after_seconds": CONFIRM_AFTER_SECONDS,
+        "trim_interval_seconds": TRIM_INTERVAL_SECONDS,
         "tables": [
             {"schema": backend.database.schema, "table": e.name, "entity": e.name,
-             "topic": topic(e.name), "max_len": e.stream_max_len}
+             "topic": topic(e.name), "max_len": e.stream_max_len,
+             "retention_max_len": e.stream_retention_max_len,
+             "trimmed_key": topic(e.name) + TRIMMED_SUFFIX}
             for e in backend.streamed
         ],
     }

@@ -23,6 +23,12 @@ class Metrics:
         self.latency_buckets = [0] * len(BUCKETS)
         self.latency_sum = 0.0
         self.latency_count = 0
+        # entity -> id of a foreign entry blocking its stream (cleared when writes pass)
+        self.foreign: dict[str, str] = {}
+        # (entity, group) -> (lag, pending); (entity, group) -> entries trimmed unread
+        self.groups: dict[tuple[str, str], tuple[int, int]] = {}
+        self.trimmed_unread: Counter[tuple[str, str]] = Counter()
+        self.retention: dict[str, int] = {}  # entity -> retention_max_len, for alerts
 
     def count(self, entity: str) -> None:
         with self.lock:
@@ -38,6 +44,17 @@ class Metrics:
             for i, le in enumerate(BUCKETS):
                 if seconds <= le:
                     self.latency_buckets[i] += 1
+
+    def observe_groups(self, entity: str, groups, lost: dict[str, int]) -> None:
+        """The consumer groups of one entity's stream, after a trimming round."""
+        with self.lock:
+            for key in [k for k in self.groups if k[0] == entity]:
+                del self.groups[key]
+            for group in groups:
+                self.groups[(entity, group.name)] = (group.lag, group.pending)
+                self.trimmed_unread[(entity, group.name)] += 0  # the series exists from now
+            for name, count in lost.items():
+                self.trimmed_unread[(entity, name)] += count
 
     def render(self) -> str:
         with self.lock:
@@ -70,5 +87,38 @@ class Metrics:
                 f'crud_relay_commit_to_redis_seconds_bucket{{le="+Inf"}} {self.latency_count}',
                 f"crud_relay_commit_to_redis_seconds_sum {self.latency_sum:.6f}",
                 f"crud_relay_commit_to_redis_seconds_count {self.latency_count}",
+                "# HELP crud_relay_foreign_entry Whether a foreign entry (not written by the "
+                "relay) blocks the entity's stream; its changes are held until it is removed.",
+                "# TYPE crud_relay_foreign_entry gauge",
             ]
+            lines += [f'crud_relay_foreign_entry{{entity="{entity}"}} 1'
+                      for entity in sorted(self.foreign)]
+            lines += [
+                "# HELP crud_relay_consumer_group_lag Entries not yet delivered to a consumer "
+                "group (a Dapr app), by entity and group.",
+                "# TYPE crud_relay_consumer_group_lag gauge",
+            ]
+            lines += [f'crud_relay_consumer_group_lag{{entity="{e}",group="{g}"}} {lag}'
+                      for (e, g), (lag, _) in sorted(self.groups.items())]
+            lines += [
+                "# HELP crud_relay_consumer_group_pending Entries delivered to a consumer group "
+                "and not yet acknowledged, by entity and group.",
+                "# TYPE crud_relay_consumer_group_pending gauge",
+            ]
+            lines += [f'crud_relay_consumer_group_pending{{entity="{e}",group="{g}"}} {n}'
+                      for (e, g), (_, n) in sorted(self.groups.items())]
+            lines += [
+                "# HELP crud_relay_retention_max_len Most entries kept for a lagging consumer "
+                "group, by entity.",
+                "# TYPE crud_relay_retention_max_len gauge",
+            ]
+            lines += [f'crud_relay_retention_max_len{{entity="{e}"}} {n}'
+                      for e, n in sorted(self.retention.items())]
+            lines += [
+                "# HELP crud_relay_consumer_group_trimmed_total Entries removed by the "
+                "retention cap before the consumer group had read and acknowledged them.",
+                "# TYPE crud_relay_consumer_group_trimmed_total counter",
+            ]
+            lines += [f'crud_relay_consumer_group_trimmed_total{{entity="{e}",group="{g}"}} {n}'
+                      for (e, g), n in sorted(self.trimmed_unread.items())]
         return "\n".join(lines) + "\n"

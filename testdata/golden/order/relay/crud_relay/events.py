@@ -1,8 +1,9 @@
 """Change events: what the relay writes to each entity's Redis stream.
 
-An entry is `XADD <topic> MAXLEN ~ <n> <id> data <CloudEvent JSON>`, the layout Dapr's
-pubsub.redis component reads. The id is `<commit LSN>-<change number within the
-transaction>`: increasing in commit order, and the same every time a change is replayed.
+An entry is `XADD <topic> <id> data <CloudEvent JSON>`, the layout Dapr's pubsub.redis
+component reads (the relay trims the streams itself: retention.py). The id is
+`<commit LSN>-<change number within the transaction>`: increasing in commit order, and the
+same every time a change is replayed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Table:
     entity: str
     topic: str
     max_len: int
+    retention_max_len: int = 0  # 0: the same as max_len
+    trimmed_key: str = ""  # where the newest trimmed-away id is recorded ("" : topic.trimmed)
 
 
 def format_lsn(lsn: int) -> str:

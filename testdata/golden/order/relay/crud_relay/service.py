@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import pgoutput
+from . import pgoutput, retention
 from .events import Table, change_data, cloud_event
 from .metrics import Metrics
 from .values import commit_time
@@ -57,17 +57,33 @@ class Config:
     confirm_after: float = 0.0
     database_url: str = ""
     redis_url: str = ""
+    trim_interval: float = 1.0
 
     @classmethod
     def load(cls, path: Path, database_url: str, redis_url: str) -> Config:
         raw = json.loads(path.read_text())
         tables = {
-            (t["schema"], t["table"]): Table(t["entity"], t["topic"], t["max_len"])
+            (t["schema"], t["table"]): Table(t["entity"], t["topic"], t["max_len"],
+                                             t.get("retention_max_len", t["max_len"]),
+                                             t.get("trimmed_key", t["topic"] + ".trimmed"))
             for t in raw["tables"]
         }
         return cls(raw["slot"], raw["publication"], raw["pubsub"], raw["source"], tables,
                    raw["metrics_port"], raw.get("confirm_after_seconds", 0.0), database_url,
-                   redis_url)
+                   redis_url, raw.get("trim_interval_seconds", 1.0))
+
+
+class ForeignEntry(Exception):
+    """Someone else wrote to a change stream: its top entry is not the relay's.
+
+    A publish through Dapr (or any `XADD *`) gets a time-based id, larger than every
+    commit-position id; Redis then refuses every later relay write to that stream as "equal
+    or smaller". Those refusals are not replays, so nothing is confirmed past them: the relay
+    holds its position, alerts, and writes the held changes once the entry is removed."""
+
+    def __init__(self, table: Table, entry_id: str):
+        super().__init__(f"foreign entry {entry_id} in {table.topic}")
+        self.table, self.entry_id = table, entry_id
 
 
 @dataclass
@@ -82,6 +98,8 @@ class Relay:
     def __init__(self, config: Config):
         self.config = config
         self.metrics = Metrics()
+        self.metrics.retention = {t.entity: max(t.retention_max_len, t.max_len)
+                                  for t in config.tables.values()}
         self.stopping = threading.Event()
         self.relations: dict[int, pgoutput.Relation] = {}
         self.redis: redis.Redis | None = None
@@ -91,6 +109,7 @@ class Relay:
         self.pending_since = 0.0
         self.confirmed = 0
         self.written: collections.deque[tuple[float, int]] = collections.deque()
+        self.last_trim = 0.0
 
     # ------------------------------------------------------------ lifecycle
     def run(self) -> int:
@@ -99,6 +118,16 @@ class Relay:
             try:
                 self.stream()
                 backoff = 0.5
+            except ForeignEntry as exc:
+                self.metrics.errors += 1
+                self.metrics.foreign[exc.table.entity] = exc.entry_id
+                log.error("foreign entry in change stream", extra={
+                    "topic": exc.table.topic, "entry_id": exc.entry_id,
+                    "held_from_lsn": self.confirmed,
+                    "fix": f"XDEL {exc.table.topic} {exc.entry_id}, then XSETID "
+                           f"{exc.table.topic} <id of the entry now on top>"})
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
             except (psycopg2.Error, redis.RedisError, OSError) as exc:
                 self.metrics.errors += 1
                 self.metrics.postgres_up = self.metrics.redis_up = False
@@ -157,6 +186,7 @@ class Relay:
                     continue
                 self.flush(cursor)
                 self.confirm(cursor)
+                self.maintain()
                 if time.monotonic() - last_feedback > 2:
                     cursor.send_feedback(flush_lsn=self.confirmed, reply=False)
                     self.redis.ping()  # notice a lost Redis while idle, not at the next write
@@ -179,6 +209,7 @@ class Relay:
                 txn = None
                 if len(self.pending) >= BATCH:
                     self.flush(cursor)
+                    self.maintain()
                     last_feedback = time.monotonic()
 
     def add(self, txn: Transaction, commit: pgoutput.Commit) -> None:
@@ -202,14 +233,19 @@ class Relay:
         write."""
         if self.pending:
             duplicates = 0
+            refused: dict[str, Table] = {}
             for table, result in zip((t for _, _, t in self.pending),
                                      self.xadd_all(self.pending), strict=True):
                 if isinstance(result, redis.ResponseError):
                     if DUPLICATE not in str(result):
                         raise result
                     duplicates += 1
+                    refused[table.topic] = table
                 else:
                     self.metrics.count(table.entity)
+                    self.metrics.foreign.pop(table.entity, None)
+            for table in refused.values():
+                self.check_top(table)
             if duplicates:
                 log.info("skipped replayed changes", extra={"count": duplicates})
             self.metrics.observe_commit(self.pending_commit_us)
@@ -236,8 +272,41 @@ class Relay:
             cursor.send_feedback(flush_lsn=newest, reply=False)
             self.confirmed = newest
 
+    def check_top(self, table: Table) -> None:
+        """After Redis refused writes as "equal or smaller": a replay if the stream's top
+        entry is the relay's own (a CloudEvent whose id is its stream id, from this
+        backend); otherwise a foreign entry blocks the stream (ForeignEntry)."""
+        top = self.redis.xrevrange(table.topic, "+", "-", count=1)
+        if not top:
+            return
+        entry_id, fields = top[0][0].decode(), top[0][1]
+        try:
+            event = json.loads(fields.get(b"data", b""))
+        except ValueError:
+            event = None
+        ours = (isinstance(event, dict) and event.get("id") == entry_id
+                and event.get("source") == f"{self.config.source}/{table.entity}")
+        if not ours:
+            raise ForeignEntry(table, entry_id)
+        self.metrics.foreign.pop(table.entity, None)
+
+    def maintain(self) -> None:
+        """Trim every stream behind its slowest consumer group (retention.py) and record
+        the groups' lag, at most every `trim_interval` seconds."""
+        if time.monotonic() - self.last_trim < self.config.trim_interval:
+            return
+        self.last_trim = time.monotonic()
+        for table in self.config.tables.values():
+            done = retention.trim(self.redis, table.topic, table.trimmed_key, table.max_len,
+                                  max(table.retention_max_len, table.max_len))
+            self.metrics.observe_groups(table.entity, done.groups, done.lost)
+            for group, count in done.lost.items():
+                log.warning("consumer group lost changes: retention cap reached", extra={
+                    "topic": table.topic, "group": group, "count": count,
+                    "retention_max_len": table.retention_max_len})
+
     def xadd_all(self, entries: list[tuple[str, bytes, Table]]) -> list[object]:
-        """Pipelined `XADD <topic> MAXLEN ~ <n> <id> data <event>`, one reply per entry.
+        """Pipelined `XADD <topic> <id> data <event>`, one reply per entry.
 
         The commands are written in RESP directly: redis-py's generic packing was a third of
         the relay's CPU time. Replies are read with redis-py's parser; an error reply comes
@@ -245,9 +314,8 @@ class Relay:
         """
         frames = []
         for event_id, event, table in entries:
-            fields = (b"XADD", table.topic.encode(), b"MAXLEN", b"~",
-                      str(table.max_len).encode(), event_id.encode(), b"data", event)
-            frames.append(b"*8\r\n" + b"".join(b"$%d\r\n%b\r\n" % (len(f), f)
+            fields = (b"XADD", table.topic.encode(), event_id.encode(), b"data", event)
+            frames.append(b"*5\r\n" + b"".join(b"$%d\r\n%b\r\n" % (len(f), f)
                                                for f in fields))
         connection = self.redis.connection_pool.get_connection("XADD")
         try:
@@ -285,9 +353,12 @@ def serve_http(relay: Relay, port: int) -> ThreadingHTTPServer:
                 body, status = relay.metrics.render().encode(), 200
                 kind = "text/plain; version=0.0.4"
             elif self.path == "/health":
-                ok = relay.metrics.postgres_up and relay.metrics.redis_up
-                body = json.dumps({"postgres": relay.metrics.postgres_up,
-                                   "redis": relay.metrics.redis_up}).encode()
+                ok = (relay.metrics.postgres_up and relay.metrics.redis_up
+                      and not relay.metrics.foreign)
+                state = {"postgres": relay.metrics.postgres_up, "redis": relay.metrics.redis_up}
+                if relay.metrics.foreign:
+                    state["foreign_entries"] = dict(relay.metrics.foreign)
+                body = json.dumps(state).encode()
                 status, kind = (200 if ok else 503), "application/json"
             else:
                 body, status, kind = b'{"message":"not found"}', 404, "application/json"

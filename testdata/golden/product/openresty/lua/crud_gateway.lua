@@ -157,6 +157,7 @@ local STREAMS = {
 local CHANNELS = {
 }
 local TICK = "T"
+local TRIMMED_SUFFIX = ".trimmed"  -- crud-relay records trimmed ids there
 local SEEN_SECONDS = 2 * 86400  -- how long a published result is remembered, to drop repeats
 local USER_CLAIM = "sub"
 local ROLE_CLAIM = "role"
@@ -223,10 +224,40 @@ local function connect()
     return red
 end
 
+-- Stream ids compared exactly: both parts are 64-bit, beyond a Lua number's precision.
+local function id_less(a, b)
+    local a1, a2 = a:match("^(%d+)%-(%d+)$")
+    local b1, b2 = b:match("^(%d+)%-(%d+)$")
+    if not a1 or not b1 then
+        return false
+    end
+    local function less(x, y)
+        x, y = x:gsub("^0+(%d)", "%1"), y:gsub("^0+(%d)", "%1")
+        if #x ~= #y then
+            return #x < #y
+        end
+        return x < y
+    end
+    if a1 ~= b1 then
+        return less(a1, b1)
+    end
+    return less(a2, b2)
+end
+
+-- A client resuming after an id that retention has removed the successors of (crud-relay
+-- records the newest id it trimmed) missed changes: it is told with a `gap` event.
+local function gap_since(red, topic, last)
+    local trimmed = red:get(topic .. TRIMMED_SUFFIX)
+    if type(trimmed) == "string" and id_less(last, trimmed) then
+        return trimmed
+    end
+    return nil
+end
+
 local function starting_point(red, topic, args)
     local last = ngx.var.http_last_event_id or args.last_event_id
     if type(last) == "string" and last:match("^%d+%-%d+$") then
-        return last, nil
+        return last, nil, gap_since(red, topic, last)
     end
     if args.history == "all" then
         return "0-0", nil
@@ -324,8 +355,8 @@ local function serve(label, topic, table, owner_column, shared_read, admins)
         ngx.log(ngx.ERR, "sse: redis: ", err)
         return fail(503, "unavailable", "The stream is not available right now")
     end
-    local last
-    last, err = starting_point(red, topic, args)
+    local last, gap
+    last, err, gap = starting_point(red, topic, args)
     if not last then
         return fail(503, "unavailable", "The stream is not available right now")
     end
@@ -335,6 +366,14 @@ local function serve(label, topic, table, owner_column, shared_read, admins)
     ngx.header["X-Accel-Buffering"] = "no"
     ngx.status = 200
     ngx.print("retry: 3000\n\n")
+    if gap then
+        -- No id (Last-Event-ID stays put); shaped like a clock tick so that consumers which
+        -- read every event as a change row (Arroyo's source) skip it as they skip ticks.
+        ngx.print("event: gap\ndata: ", cjson.encode({
+            table_name = table, action = TICK, commit_time = iso_now(),
+            gap = { last_event_id = last, trimmed_through = gap },
+        }), "\n\n")
+    end
     ngx.flush(true)
 
     local aborted, counted = false, true
