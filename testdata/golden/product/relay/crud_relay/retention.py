@@ -98,9 +98,16 @@ def trim(client: redis.Redis, topic: str, trimmed_key: str, max_len: int,
     length = client.xlen(topic)
     if length <= max_len:
         return Trim(found, None, {})
-    target = parse_id(client.eval(NTH_ID, 1, topic, length - max_len + 1))
     if found:
-        target = min(target, min(g.floor for g in found))
+        # Only the entries before the slowest group's floor may go (by size). Counting them
+        # costs what was read since the last round; finding the size limit by position
+        # would walk the whole backlog of a lagging group every round.
+        floor = min(g.floor for g in found)
+        before = _count(client, topic, "-", "(" + format_id(floor))
+        target = floor if length - before >= max_len else parse_id(
+            client.eval(NTH_ID, 1, topic, length - max_len + 1))
+    else:
+        target = parse_id(client.eval(NTH_ID, 1, topic, length - max_len + 1))
     if length > retention_max_len:
         target = max(target, parse_id(client.eval(NTH_ID, 1, topic,
                                                   length - retention_max_len + 1)))
