@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import replace as _replace
 from urllib.parse import urlparse
 
-from . import aggregates, model, sqlexpr, sqltypes
+from . import aggregates, auth_rules, model, sqlexpr, sqltypes
 from .diagnostics import Path, Reporter, SourceMap
 from .gen.crud.v1 import options_pb2 as pb
 
@@ -212,6 +212,7 @@ class Builder:
         if kind == "OAUTH2" and not a.jwks_url:
             self.error(auth_path + ("type",), "AUTH_TYPE_OAUTH2 needs jwks_url (the identity "
                                               "provider's JWKS address)")
+        auth_rules.check(auth_path, a.role_claim, a.user_claim, a.audience, self.error)
         auth = model.Auth(
             type=kind, audience=a.audience, jwks_url=a.jwks_url,
             role_claim=a.role_claim or "role", user_claim=a.user_claim or "sub", **roles,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from google.protobuf.compiler import plugin_pb2
 
-from . import __version__, builder, descriptors, textproto
+from . import __version__, builder, descriptors, model, textproto
 from .diagnostics import GenerationError
 from .generate import generate
 from .params import ParameterError
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--request", help="replay a CodeGeneratorRequest saved by the plugin")
     parser.add_argument("--token", metavar="ROLE",
                         help="print an HS256 API token for ROLE signed with $PGRST_JWT_SECRET "
-                             "(e.g. crud_pipeline for CRUD_PIPELINE_TOKEN) and exit")
+                             "(e.g. crud_pipeline for CRUD_PIPELINE_TOKEN) and exit; with a "
+                             "config, the role goes in its role_claim and its audience in aud")
     parser.add_argument("--version", action="version", version=f"crud-gen {__version__}")
     args = parser.parse_args(argv)
     if args.token:
@@ -43,7 +44,18 @@ def main(argv: list[str] | None = None) -> int:
             print("crud-gen: set PGRST_JWT_SECRET (32+ characters) to sign the token",
                   file=sys.stderr)
             return 2
-        print(service_token(args.token, secret))
+        role_claim, audience = "role", ""
+        if args.config:
+            try:
+                auth = token_settings(Path(args.config))
+            except GenerationError as exc:
+                print(exc, file=sys.stderr)
+                return 1
+            except (OSError, UnicodeDecodeError) as exc:
+                print(f"crud-gen: cannot read {args.config}: {exc}", file=sys.stderr)
+                return 2
+            role_claim, audience = auth.role_claim, auth.audience
+        print(service_token(args.token, secret, role_claim, audience))
         return 0
     if bool(args.config) == bool(args.request):
         parser.error("give a config file or --request, not both")
@@ -79,13 +91,25 @@ def main(argv: list[str] | None = None) -> int:
 MANIFEST = ".crud-gen-manifest"
 
 
-def service_token(role: str, secret: str) -> str:
-    """A JWT (HS256) whose only claim is the role: what PostgREST needs to switch to it.
-    It does not expire; rotate it by changing the secret."""
+def token_settings(config: Path) -> model.Auth:
+    """The auth settings of a textproto config (role claim, audience) for --token."""
+    message, sources = textproto.load(config.read_text(encoding="utf-8"), str(config))
+    return builder.build(message, sources).auth
+
+
+def service_token(role: str, secret: str, role_claim: str = "role", audience: str = "") -> str:
+    """A JWT (HS256) naming the role in the claim PostgREST reads it from (`role_claim`),
+    plus `aud` when the API requires an audience: what PostgREST needs to switch to the role.
+    Under OAuth2 it verifies against the served key set's oct key (postgrest/jwks.py). It
+    does not expire (Arroyo's connectors cannot refresh a token); rotate it by changing the
+    secret."""
     def part(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    payload: dict[str, str] = {role_claim: role}
+    if audience:
+        payload["aud"] = audience
     header = part(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    claims = part(json.dumps({"role": role}, separators=(",", ":")).encode())
+    claims = part(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     signature = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha256)
     return f"{header}.{claims}.{part(signature.digest())}"
 

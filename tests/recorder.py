@@ -2,7 +2,10 @@
 
 Run inside the test network namespace: `python recorder.py PORT LOGFILE`. Each request is
 appended to LOGFILE as one JSON line (method, path, query, headers, body, peer port).
-Canned answers: the token `forbidden` gets 403 (permission denied); a singular request
+Canned answers: the token `forbidden` gets 403 (permission denied); as PostgREST 12.2.3
+answers them (src/PostgREST/Error.hs): `expired` gets 401 with its WWW-Authenticate
+challenge, `ghost-role` 400 (a role claim naming no role: PostgreSQL's 22023), `db-down` 503;
+a singular request
 (Accept: application/vnd.pgrst.object+json) whose filter asks for the value `missing` gets
 PostgREST's 406; `big=1` in the query gets a large body.
 """
@@ -38,8 +41,18 @@ class Recorder(BaseHTTPRequestHandler):
         }
         with LOCK, open(self.log_path, "a") as log:
             log.write(json.dumps(record) + "\n")
-        if self.headers.get("Authorization") == "Bearer forbidden":
+        extra: dict[str, str] = {}
+        token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token == "forbidden":
             status, payload = 403, {"code": "42501", "message": "permission denied"}
+        elif token == "expired":
+            status, payload = 401, {"code": "PGRST301", "message": "JWT expired"}
+            extra["WWW-Authenticate"] = ('Bearer error="invalid_token", '
+                                         'error_description="JWT expired"')
+        elif token == "ghost-role":
+            status, payload = 400, {"code": "22023", "message": 'role "ghost" does not exist'}
+        elif token == "db-down":
+            status, payload = 503, {"code": "PGRST000", "message": "Database connection error"}
         elif self.headers.get("Accept") == SINGULAR and "eq.missing" in url.query:
             status, payload = 406, {"code": "PGRST116", "message": "JSON object requested, "
                                     "multiple (or no) rows returned"}
@@ -53,6 +66,8 @@ class Recorder(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in extra.items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)

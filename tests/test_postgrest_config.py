@@ -55,7 +55,10 @@ def test_postgrest_config(name):
     assert set(values) <= KNOWN_KEYS, set(values) - KNOWN_KEYS
     assert values["db-schemas"] == backend.database.schema
     assert values["db-anon-role"] == backend.auth.anon_role
-    assert values["jwt-role-claim-key"] == "." + backend.auth.role_claim
+    # Always quoted: PostgREST's JSPath takes unquoted keys of [A-Za-z0-9_$@] only.
+    assert values["jwt-role-claim-key"] == '."' + backend.auth.role_claim + '"'
+    if backend.auth.type != "NONE":
+        assert values["db-pre-request"] == "crud_auth.check_request"
     assert values["admin-server-port"] != values["server-port"]
     assert "db-uri" not in values, "the connection string (with its password) is a secret"
     assert "jwt-secret" not in values or str(values["jwt-secret"]).startswith("@")
@@ -74,5 +77,5 @@ def test_oauth2_reads_a_jwks_file_and_audience():
     values = parse(text)
     assert values["jwt-secret"] == "@/run/jwks/jwks.json"
     assert values["jwt-aud"] == "notes"
-    assert values["jwt-role-claim-key"] == ".app_role"
+    assert values["jwt-role-claim-key"] == '."app_role"'
 

@@ -23,7 +23,7 @@ IMAGES = {
     "migrate": "postgres:17.2-bookworm",
     "crud": "postgrest/postgrest:v12.2.3",
     "proxy": "openresty/openresty:1.25.3.2-0-bookworm-fat",
-    "jwks": "curlimages/curl:8.11.1",
+    "jwks": "python:3.12.8-alpine3.21",
     "redis": "redis:7.4.1-bookworm",
     "mesh": "daprio/daprd:1.14.4",
     "arroyo": "ghcr.io/arroyosystems/arroyo:0.12.1",
@@ -39,7 +39,9 @@ IMAGES = {
 SECRETS = {
     "POSTGRES_PASSWORD": "password of the database owner (runs migrations)",
     "PGRST_AUTHENTICATOR_PASSWORD": "password of PostgREST's login role, authenticator",
-    "PGRST_JWT_SECRET": "HS256 secret (32+ characters) that signs API tokens",
+    "PGRST_JWT_SECRET": "HS256 secret (32+ characters) that signs API tokens (with "
+                        "AUTH_TYPE_OAUTH2: service tokens, served to PostgREST as an oct key "
+                        "next to the identity provider's keys)",
     "CRUD_RELAY_PASSWORD": "password of the change-capture relay's replication role",
     "REDIS_PASSWORD": "password of Redis (change streams and Dapr pub/sub)",
     "CRUD_PIPELINE_TOKEN": "API token of the crud_pipeline role, for Arroyo "
@@ -58,7 +60,8 @@ def required(name: str) -> str:
 
 def secrets(backend: Backend) -> list[str]:
     names = ["POSTGRES_PASSWORD", "PGRST_AUTHENTICATOR_PASSWORD"]
-    if backend.auth.type == "JWT":
+    # Under OAuth2 the secret signs the pipeline's service token (see jwks_service).
+    if backend.auth.type == "JWT" or (backend.auth.type == "OAUTH2" and backend.rules):
         names.append("PGRST_JWT_SECRET")
     names += ["CRUD_RELAY_PASSWORD", "REDIS_PASSWORD"]
     if backend.rules and backend.auth.type != "NONE":
@@ -228,14 +231,8 @@ def services(backend: Backend) -> dict[str, dict]:
     }
     result = {"database": database, "migrate": migrate, "tools": tools_service}
     if backend.auth.type == "OAUTH2":
-        result["jwks"] = {
-            "image": IMAGES["jwks"],
-            "command": ["-fsSL", "--retry", "5", "-o", postgrest.JWKS_PATH,
-                        backend.auth.jwks_url],
-            "volumes": ["jwks:/run/jwks"],
-            "restart": "no",
-        }
-        crud["volumes"].append("jwks:/run/jwks:ro")
+        result["jwks"] = jwks_service(backend, tools_service)
+        crud["volumes"].append(f"jwks:{postgrest.JWKS_DIR}:ro")
         crud["depends_on"]["jwks"] = {"condition": "service_completed_successfully"}
     crud["volumes"].append("tools:/tools:ro")
     result.update({"redis": redis, "relay": relay, "crud": crud, "proxy": proxy,
@@ -244,6 +241,40 @@ def services(backend: Backend) -> dict[str, dict]:
         result.update(arroyo_services(backend, tools))
     result.update(observability_services(backend, tools))
     return result
+
+
+# The unprivileged user the `jwks` one-shot runs as (alpine's nobody).
+JWKS_USER = "65534:65534"
+JWKS_SCRIPT_IN_CONTAINER = "/etc/crud/jwks.py"
+
+
+def jwks_service(backend: Backend, tools_service: dict) -> dict:
+    """The OAuth2 one-shot: fetches the provider's JWKS, checks every key as PostgREST's JOSE
+    library parses it (postgrest/jwks.py), adds the service key, writes the set where
+    postgrest.conf's jwt-secret points. It runs as an unprivileged user; a fresh named volume
+    is owned by root, so the `tools` one-shot (root, finished before it) hands the volume's
+    folder to that user first."""
+    tools_service["command"] = ["sh", "-c", f"cp /bin/busybox {TOOLS} && chown {JWKS_USER} "
+                                f"{postgrest.JWKS_DIR}"]
+    tools_service["volumes"] = [*tools_service["volumes"], f"jwks:{postgrest.JWKS_DIR}"]
+    # Mandatory when the pipeline needs its service token; otherwise optional.
+    if "PGRST_JWT_SECRET" in secrets(backend):
+        secret = required("PGRST_JWT_SECRET")
+    else:
+        secret = "${PGRST_JWT_SECRET:-}"
+    return {
+        "image": _image(backend, "jwks"),
+        "user": JWKS_USER,
+        "command": ["python", JWKS_SCRIPT_IN_CONTAINER, "--out", postgrest.JWKS_PATH,
+                    backend.auth.jwks_url],
+        # Added to the served set as an oct key; never in PostgREST's own environment,
+        # where it would replace the key set.
+        "environment": {"PGRST_JWT_SECRET": secret},
+        "volumes": [f"./{postgrest.JWKS_SCRIPT}:{JWKS_SCRIPT_IN_CONTAINER}:ro",
+                    f"jwks:{postgrest.JWKS_DIR}"],
+        "depends_on": {"tools": {"condition": "service_completed_successfully"}},
+        "restart": "no",
+    }
 
 
 def arroyo_services(backend: Backend, tools: dict) -> dict[str, dict]:

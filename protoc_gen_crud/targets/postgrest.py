@@ -3,17 +3,35 @@
 Secrets never enter a generated file: PostgREST reads `PGRST_DB_URI` (the authenticator's
 connection string, password included) and `PGRST_JWT_SECRET` from its environment, where they
 override the file. The compose target makes them mandatory (`${VAR:?}`), so the stack refuses
-to start without them. For OAuth2 the JWKS is fetched into a file the config points at.
+to start without them.
+
+For OAuth2 the JWKS is fetched into a file the config points at by `postgrest/jwks.py` (the
+compose `jwks` one-shot), which checks every key the way PostgREST's JOSE library parses it:
+PostgREST 12.2.3 silently treats a key set it cannot parse as one HMAC secret
+(src/PostgREST/Config.hs@v12.2.3:459-467), so a bad key must stop the stack before it starts.
+`PGRST_JWT_SECRET` then never reaches PostgREST's environment (it would replace the file); it
+is added to the served key set as an `oct` key so that service tokens (`crud-gen --token`)
+verify too.
+
+`db-pre-request` names `crud_auth.check_request()` (migrations, 0002_roles.sql): PostgREST
+runs it in each request's transaction after setting the role and `request.jwt.claims`
+(src/PostgREST/Query.hs@v12.2.3:93-95), where it enforces `audience` and moves signed-in
+callers without a role claim from the anonymous to the authenticated role.
 """
 
 from __future__ import annotations
 
+from ..auth_rules import role_claim_key
 from ..model import Backend
 from ..rendering import HEADER
+from ..resources import static_text
 
 ADMIN_PORT = 3001
 SERVER_PORT = 3000
-JWKS_PATH = "/run/jwks/jwks.json"
+JWKS_DIR = "/run/jwks"
+JWKS_PATH = JWKS_DIR + "/jwks.json"
+JWKS_SCRIPT = "postgrest/jwks.py"
+PRE_REQUEST = "crud_auth.check_request"
 SECRET_VARIABLES = ("PGRST_DB_URI", "PGRST_JWT_SECRET")
 
 
@@ -30,7 +48,7 @@ def settings(backend: Backend) -> dict[str, str | int | bool]:
         "db-pool-acquisition-timeout": 10,
         "db-channel-enabled": True,
         "db-prepared-statements": True,
-        "jwt-role-claim-key": "." + auth.role_claim,
+        "jwt-role-claim-key": role_claim_key(auth.role_claim),
         "jwt-secret-is-base64": False,
         "openapi-mode": "follow-privileges",
         "openapi-server-proxy-uri": f"http://localhost{base}",
@@ -43,6 +61,8 @@ def settings(backend: Backend) -> dict[str, str | int | bool]:
         values["jwt-aud"] = auth.audience
     if auth.type == "OAUTH2":
         values["jwt-secret"] = "@" + JWKS_PATH  # a JWKS file, fetched from auth.jwks_url
+    if auth.type != "NONE":
+        values["db-pre-request"] = PRE_REQUEST
     return dict(sorted(values.items()))
 
 
@@ -73,4 +93,7 @@ def render(backend: Backend) -> dict[str, str]:
         lines.append("# Authentication is off (AUTH_TYPE_NONE): every request runs as "
                      f"{backend.auth.anon_role}.")
     lines += [f"{key} = {_value(value)}" for key, value in settings(backend).items()]
-    return {"postgrest/postgrest.conf": "\n".join(lines) + "\n"}
+    files = {"postgrest/postgrest.conf": "\n".join(lines) + "\n"}
+    if backend.auth.type == "OAUTH2":
+        files[JWKS_SCRIPT] = static_text("jwks_fetch.py")
+    return files

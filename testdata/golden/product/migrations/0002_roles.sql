@@ -21,3 +21,33 @@ ALTER ROLE "crud_relay" REPLICATION;
 GRANT USAGE ON SCHEMA "public" TO "anon", "authenticated";
 GRANT USAGE ON SCHEMA crud_meta TO "anon", "authenticated";
 GRANT EXECUTE ON FUNCTION crud_meta.jwt_claim(text) TO "anon", "authenticated";
+
+-- PostgREST's db-pre-request (postgrest.conf). PostgREST runs it in every request's
+-- transaction right after it has set the role and request.jwt.claims from the verified token,
+-- and before the request's own statement, so what it does holds for that statement:
+-- * a token without an "aud" claim is refused with 401 (off: no audience is configured): PostgREST compares "aud"
+--   with jwt-aud only when the token has one;
+-- * a signed-in caller (a token with a non-empty sub claim) that PostgREST left as
+--   anon because the token has no role claim becomes authenticated. SET ROLE
+--   is checked against the session user, authenticator, which may switch to it; a token
+--   without sub (or without any token) stays anon.
+-- SECURITY INVOKER on purpose: PostgreSQL refuses to change the role inside a security definer.
+CREATE SCHEMA IF NOT EXISTS crud_auth;
+GRANT USAGE ON SCHEMA crud_auth TO PUBLIC;
+CREATE OR REPLACE FUNCTION crud_auth.check_request() RETURNS void
+LANGUAGE plpgsql SECURITY INVOKER AS $$
+DECLARE
+    v_claims jsonb := coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}')::jsonb;
+    v_headers jsonb := coalesce(nullif(current_setting('request.headers', true), ''), '{}')::jsonb;
+BEGIN
+    -- PostgREST reads the token from "Authorization: Bearer <token>" (any case, then spaces).
+    IF coalesce(v_headers ->> 'authorization', '') !~* '^bearer\s+\S' THEN
+        RETURN;
+    END IF;
+    IF current_user = 'anon'
+       AND coalesce(v_claims ->> 'sub', '') <> '' THEN
+        PERFORM set_config('role', 'authenticated', true);
+    END IF;
+END
+$$;
+GRANT EXECUTE ON FUNCTION crud_auth.check_request() TO PUBLIC;

@@ -340,6 +340,25 @@ local function iso_now()
     return os.date("!%Y-%m-%dT%H:%M:%S", math.floor(now)) .. string.format(".%03d+00:00", ms)
 end
 
+-- The answer to a refused permission probe. PostgREST's own verdict on the token passes
+-- through: 401 (missing, invalid or expired token, or a missing audience) and 403 with their
+-- WWW-Authenticate challenge. Any other 4xx is a refusal as well (403): e.g. 400 when the role
+-- claim names a role that does not exist. Only 5xx (PostgREST or the database down) is 503.
+local function refuse(check, label)
+    if check.status >= 500 or check.status < 400 then
+        return fail(503, "unavailable", "The stream is not available right now")
+    end
+    for name, value in pairs(check.header or {}) do
+        if type(name) == "string" and name:lower() == "www-authenticate" then
+            ngx.header["WWW-Authenticate"] = value
+        end
+    end
+    if check.status == 401 then
+        return fail(401, "unauthorized", "A valid token is needed to read " .. label)
+    end
+    return fail(403, "forbidden", "Not allowed to read " .. label)
+end
+
 -- Sends the Redis stream `topic` as Server-Sent Events after checking that the caller may
 -- read `table` (as PostgREST decides). `label` names the stream in metrics.
 local function serve(label, topic, table, owner_column, shared_read, admins)
@@ -349,8 +368,7 @@ local function serve(label, topic, table, owner_column, shared_read, admins)
     end
     local check = ngx.location.capture("/_crud_authz/" .. table)
     if check.status ~= 200 then
-        local status = (check.status == 401 or check.status == 403) and check.status or 503
-        return fail(status, "forbidden", "Not allowed to read " .. label)
+        return refuse(check, label)
     end
     local owner, user = nil, nil
     if owner_column and not shared_read then
