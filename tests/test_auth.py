@@ -670,3 +670,32 @@ def test_the_oauth2_compose_files_are_valid_and_ordered(served, tmp_path):
     assert "jwks:/run/jwks" in services["tools"]["volumes"]
     assert services["crud"]["depends_on"]["jwks"] == {
         "condition": "service_completed_successfully"}
+
+
+# ------------------------------------------- AUTH_TYPE_JWT: the default claim, no audience
+def test_jwt_mode_with_the_default_role_claim(pg, tmp_path):
+    """HS256 with the secret as PostgREST takes a plain secret (one oct key of its bytes,
+    Config.hs@v12.2.3:459-467); no audience configured, so no `aud` is needed; with the
+    default `role` claim a signed-in caller without it is authenticated."""
+    from .conftest import Database
+
+    files = from_textproto(ROOT / "testdata" / "examples" / "product" / "product.textproto")
+    conf = parse_postgrest_conf(files["postgrest/postgrest.conf"])
+    assert "jwt-aud" not in conf and conf["jwt-role-claim-key"] == '."role"'
+    database = Database(pg, "auth_product")
+    assert database.migrate(files, tmp_path).returncode == 0
+    key_set = {"keys": [{"kty": "oct", "k": b64(SECRET.encode())}]}
+    cases = {
+        "no role claim": ({"sub": "carol"}, "authenticated"),
+        "role claim": ({"sub": "carol", "role": "authenticated"}, "authenticated"),
+        "no role claim, no sub": ({"name": "x"}, "anon"),
+        "empty sub": ({"sub": ""}, "anon"),
+    }
+    for case, (payload, role) in cases.items():
+        token = jwt.encode(payload, SECRET, algorithm="HS256")
+        claims = postgrest_claims(token, key_set, conf)
+        assert postgrest_request(database, conf, claims, token, "SELECT current_user") == \
+            [(role,)], case
+    assert postgrest_request(database, conf, None, None, "SELECT current_user") == [("anon",)]
+    forged = jwt.encode({"sub": "carol"}, "another-secret-of-at-least-32-bytes!", "HS256")
+    assert postgrest_claims(forged, key_set, conf) == 401
