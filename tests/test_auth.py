@@ -371,7 +371,7 @@ CASES = {
     # JWA/JWK.hs:116, 211-222 and Types.hs checkSize
     "unknown curve": (lambda: {**_key("P-256"), "crv": "P-255"}, '"crv"'),
     "short coordinate": (lambda: {**_key("P-256"), "x": b64(b"\1" * 31)}, "needs exactly 32"),
-    # Types/Internal.hs:58-71 (base64-bytestring decodeUnpadded)
+    # Types/Internal.hs:90-105 (base64-bytestring decodeUnpadded)
     "padded base64url": (lambda: {**_key("rsa"), "e": "AQAB=="}, "unpadded base64url"),
     "standard alphabet": (lambda: {**_key("oct"), "k": "ab+/"}, "unpadded base64url"),
     # "AR" is the byte 1 with a stray bit in the unused low bits of "R"

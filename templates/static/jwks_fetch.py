@@ -15,7 +15,7 @@ anyone sign tokens.
 
 With PGRST_JWT_SECRET set (32+ bytes), the served set also holds it as an `oct` key
 (kid "crud-service"): PostgREST tries every key of the set (jose 0.11,
-Crypto/JOSE/JWK/Store.hs:43-44 and Crypto/JOSE/JWS.hs:646-650), so HS256 service tokens minted
+Crypto/JOSE/JWK/Store.hs:105-106 and Crypto/JOSE/JWS.hs:646-650), so HS256 service tokens minted
 by `crud-gen --token` verify next to the provider's tokens. It must not be in PostgREST's
 environment, where it would replace the file.
 
@@ -38,7 +38,7 @@ import urllib.request
 
 SERVICE_KID = "crud-service"
 SECRET_VARIABLE = "PGRST_JWT_SECRET"
-# jose 0.11's enumerations (Crypto/JOSE/JWA/JWS.hs:32-49, Crypto/JOSE/JWA/JWE/Alg.hs:35-55,
+# jose 0.11's enumerations (Crypto/JOSE/JWA/JWS.hs:32-48, Crypto/JOSE/JWA/JWE/Alg.hs:35-54,
 # Crypto/JOSE/JWK.hs:141-151): anything else in these members fails the key.
 JWS_ALGS = {"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
             "ES256K", "PS256", "PS384", "PS512", "none", "EdDSA"}
@@ -81,7 +81,7 @@ class Bad(Exception):
 
 def b64url(value: object, what: str) -> bytes:
     """base64url without padding, canonical, as base64-bytestring 1.2's decodeUnpadded
-    (used by jose 0.11, Crypto/JOSE/Types/Internal.hs:58-71) takes it."""
+    (used by jose 0.11, Crypto/JOSE/Types/Internal.hs:90-105) takes it."""
     if not isinstance(value, str):
         raise Bad(f"{what} is not a string")
     if not _B64URL.match(value) or len(value) % 4 == 1:
@@ -194,7 +194,7 @@ def _oid(raw: bytes) -> str:
 
 def certificate_key(der: bytes) -> tuple | None:
     """The public key of an X.509 certificate as public_of() describes keys, or None when it
-    is neither RSA nor EC on a curve jose knows (jose then finds no match, JWK.hs:183-186)."""
+    is neither RSA nor EC on a curve jose knows (jose then finds no match, JWK.hs:188-191)."""
     tag, s, e = _tlv(der, 0)
     if tag != 0x30 or e != len(der):
         raise Bad("not a DER certificate")
