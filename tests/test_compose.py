@@ -147,3 +147,23 @@ def test_oauth2_fetches_the_jwks_before_postgrest_starts():
     assert services["crud"]["depends_on"]["jwks"] == {
         "condition": "service_completed_successfully"}
     assert "PGRST_JWT_SECRET" not in services["crud"]["environment"]
+
+
+def test_database_image_is_a_major_the_suite_runs(pg):
+    """What users run is what is tested: the compose stack's PostgreSQL (and the migrate
+    job's psql) is the newest major of the suite's matrix, and this very server, one run of
+    the matrix, is of the major its parameter says."""
+    import psycopg
+
+    from .conftest import POSTGRES_MAJORS
+
+    with psycopg.connect(pg.dsn()) as conn:
+        version = conn.execute("SHOW server_version_num").fetchone()[0]
+    assert str(int(version) // 10000) == pg.major
+    services = yaml.safe_load(from_textproto(
+        EXAMPLES_DIR / "product" / "product.textproto")["compose.yml"])["services"]
+    for name in ("database", "migrate"):
+        image = services[name]["image"]
+        assert image.startswith("postgres:"), image
+        major = image.split(":")[1].split(".")[0]
+        assert major == max(POSTGRES_MAJORS, key=int), image

@@ -19,8 +19,8 @@ from .relay import RELAY_ROLE
 ARROYO_PORT = 5115
 
 IMAGES = {
-    "database": "postgres:17.2-bookworm",
-    "migrate": "postgres:17.2-bookworm",
+    "database": "postgres:18.6-bookworm",
+    "migrate": "postgres:18.6-bookworm",
     "crud": "postgrest/postgrest:v12.2.3",
     "proxy": "openresty/openresty:1.25.3.2-0-bookworm-fat",
     "jwks": "python:3.12.8-alpine3.21",
