@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import replace as _replace
 from urllib.parse import urlparse
 
-from . import aggregates, auth_rules, model, sqlexpr, sqltypes
+from . import aggregates, auth_rules, model, param_types, sqlexpr, sqltypes
 from .diagnostics import Path, Reporter, SourceMap
 from .gen.crud.v1 import options_pb2 as pb
 
@@ -702,6 +702,7 @@ class Builder:
         result = []
         seen: list[tuple[Path, str]] = []
         routes: list[tuple[Path, str]] = []
+        columns_by_table = {e.name: {c.name: c.sql_type for c in e.columns} for e in entities}
         for path, api, base in blocks:
             for k, ep in enumerate(api.custom_endpoints):
                 here = path + ("custom_endpoints", k)
@@ -732,14 +733,17 @@ class Builder:
                     self.error(here + ("sql_query",), f"{where}: sql_query must be a single "
                                                       "statement")
                 params = []
+                inferred = param_types.infer(ep.sql_query, columns_by_table) if numbers else {}
                 for n in range(1, max(numbers, default=0) + 1):
                     p = ep.params[n - 1] if n <= len(ep.params) else pb.Param()
                     pname = p.name or f"p{n}"
                     self.identifier(here + ("params", n - 1, "name"), pname, f"{where} param")
-                    kind = "TEXT" if p.type == pb.SQL_TYPE_UNSPECIFIED else enum_name(
-                        "SqlType", p.type)
-                    params.append(model.Param(pname, sqltypes.sql_type(kind, False, None,
-                                                                       None)))
+                    if p.type == pb.SQL_TYPE_UNSPECIFIED:  # as PostgreSQL infers it
+                        sql_type = inferred.get(n, "text")
+                    else:
+                        sql_type = sqltypes.sql_type(enum_name("SqlType", p.type), False, None,
+                                                     None)
+                    params.append(model.Param(pname, sql_type))
                 self.unique(((here + ("params", n), p.name) for n, p in enumerate(params)),
                             "param", where)
                 roles = tuple(dict.fromkeys(ep.roles)) or (auth.authenticated_role,)

@@ -63,14 +63,15 @@ _TOKEN = re.compile(r"""
   | (?P<qident>"(?:[^"]|"")+")
   | (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+)
   | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+  | (?P<param>\$\d+)
   | (?P<cast>::)
-  | (?P<op><>|!=|<=|>=|\|\||[-+*/%<>=(),.\[\]])
+  | (?P<op><>|!=|<=|>=|\|\||@>|<@|\?\||\?&|~~\*|~~|!~\*|!~|~\*|[-+*/%<>=(),.\[\]?~])
 """, re.X)
 
 
 @dataclass(frozen=True)
 class Token:
-    kind: str  # string | qident | number | word | cast | op
+    kind: str  # string | qident | number | word | param | cast | op
     text: str
     start: int  # offset in the expression
 
