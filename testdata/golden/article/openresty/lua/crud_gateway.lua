@@ -257,7 +257,7 @@ end
 local function starting_point(red, topic, args)
     local last = ngx.var.http_last_event_id or args.last_event_id
     if type(last) == "string" and last:match("^%d+%-%d+$") then
-        return last, nil, gap_since(red, topic, last)
+        return last, nil, true
     end
     if args.history == "all" then
         return "0-0", nil
@@ -373,8 +373,12 @@ local function serve(label, topic, table, owner_column, shared_read, admins)
         ngx.log(ngx.ERR, "sse: redis: ", err)
         return fail(503, "unavailable", "The stream is not available right now")
     end
-    local last, gap
-    last, err, gap = starting_point(red, topic, args)
+    -- `check_gap`: whether the next read must look for trimmed entries. The relay trims and
+    -- records the newest trimmed id in one transaction, so the record is read after the
+    -- entries: a trim that happened before that read is always seen. A resuming client is
+    -- checked on its first read, a lagging one (a full batch) on every read.
+    local last, check_gap
+    last, err, check_gap = starting_point(red, topic, args)
     if not last then
         return fail(503, "unavailable", "The stream is not available right now")
     end
@@ -384,14 +388,6 @@ local function serve(label, topic, table, owner_column, shared_read, admins)
     ngx.header["X-Accel-Buffering"] = "no"
     ngx.status = 200
     ngx.print("retry: 3000\n\n")
-    if gap then
-        -- No id (Last-Event-ID stays put); shaped like a clock tick so that consumers which
-        -- read every event as a change row (Arroyo's source) skip it as they skip ticks.
-        ngx.print("event: gap\ndata: ", cjson.encode({
-            table_name = table, action = TICK, commit_time = iso_now(),
-            gap = { last_event_id = last, trimmed_through = gap },
-        }), "\n\n")
-    end
     ngx.flush(true)
 
     local aborted, counted = false, true
@@ -415,10 +411,23 @@ local function serve(label, topic, table, owner_column, shared_read, admins)
             break
         end
         local out, events = {}, 0
+        local full = reply ~= ngx.null and #reply[1][2] >= BATCH
+        if check_gap or full then
+            local trimmed = gap_since(red, topic, last)
+            if trimmed then
+                -- No id (Last-Event-ID stays put); shaped like a clock tick so that consumers
+                -- which read every event as a change row (Arroyo's source) skip it.
+                out[1] = "event: gap\ndata: " .. cjson.encode({
+                    table_name = table, action = TICK, commit_time = iso_now(),
+                    gap = { last_event_id = last, trimmed_through = trimmed },
+                }) .. "\n\n"
+            end
+            check_gap = false
+        end
         if reply == ngx.null then
-            out[1] = ": heartbeat\n\n"
+            out[#out + 1] = ": heartbeat\n\n"
             if tick then
-                out[2] = "data: " .. tick .. iso_now() .. '"}\n\n'
+                out[#out + 1] = "data: " .. tick .. iso_now() .. '"}\n\n'
             end
         else
             for _, entry in ipairs(reply[1][2]) do
