@@ -21,10 +21,10 @@ callers without a role claim from the anonymous to the authenticated role.
 
 from __future__ import annotations
 
-from ..auth_rules import role_claim_key
 from ..model import Backend
 from ..rendering import HEADER
 from ..resources import static_text
+from ..rules.auth import role_claim_key
 
 ADMIN_PORT = 3001
 SERVER_PORT = 3000

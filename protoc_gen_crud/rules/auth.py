@@ -1,6 +1,7 @@
 """Checks of `api.auth` that stand in for what PostgREST 12.2.3 would refuse at start.
 
-Kept out of builder.py so that each rule sits next to the PostgREST source it reproduces:
+The api rules (rules/api.py) call it; kept apart so that each rule sits next to the PostgREST
+source it reproduces:
 
 - `role_claim` becomes `jwt-role-claim-key = ."<claim>"`. PostgREST's JSPath parser takes a
   quoted key as `"` followed by any characters except `"` and a closing `"`, with no escape
@@ -15,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from .diagnostics import Path
+from ..diagnostics import Path
 
 # RFC 3986 absolute URI, the shape jose's stringOrUri requires of a value containing ":".
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*$")
