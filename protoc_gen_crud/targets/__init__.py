@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model import Backend
-from . import arroyo, compose, dapr, observability, openresty, postgres, postgrest, relay
+from . import arroyo, compose, dapr, k8s, observability, openresty, postgres, postgrest, relay
 
 Target = Callable[[Backend], dict[str, str]]
 
@@ -22,4 +22,5 @@ TARGETS: dict[str, Target] = {
     "dapr": dapr.render,
     "arroyo": arroyo.render,
     "observability": observability.render,
+    "k8s": k8s.render,
 }
