@@ -3,9 +3,10 @@ writes, so the rendered manifests are checked where kubectl is not installed. Wh
 test_k8s compares this with kubectl's own build, so the two cannot drift apart.
 
 Supported: `resources` (files and folders), `components`, `configMapGenerator` (literals,
-env files, behavior create/merge, no name hash when asked), strategic-merge `patches` from
-files (lists of named items merge by name; `$patch: delete` removes the object), `images`
-and `labels` without selectors. Anything else in a kustomization is an error, not ignored.
+env files, files, labels, behavior create/merge, always without a name hash),
+strategic-merge `patches` from files (lists of named items merge by name; `$patch: delete`
+removes the object), `images` and `labels` without selectors. Anything else in a
+kustomization is an error, not ignored.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ def _env_file(path: Path) -> dict[str, str]:
 
 
 def _generate(folder: Path, spec: dict, objects: list[dict]) -> None:
-    unknown = set(spec) - {"name", "literals", "envs", "behavior", "options"}
-    if unknown or spec.get("options", {}) != {"disableNameSuffixHash": True}:
+    unknown = set(spec) - {"name", "literals", "envs", "files", "behavior", "options"}
+    options = dict(spec.get("options", {}))
+    labels = options.pop("labels", {})
+    if unknown or options != {"disableNameSuffixHash": True}:
         raise ValueError(f"unsupported configMapGenerator {spec}")
     data: dict[str, str] = {}
     for literal in spec.get("literals", []):
@@ -65,13 +68,19 @@ def _generate(folder: Path, spec: dict, objects: list[dict]) -> None:
         data[key] = value
     for env in spec.get("envs", []):
         data.update(_env_file(folder / env))
+    for entry in spec.get("files", []):
+        key, _, path = entry.rpartition("=")
+        data[key or Path(path).name] = (folder / path).read_text()
     behavior = spec.get("behavior", "create")
     existing = next((o for o in objects if _key(o) == ("ConfigMap", spec["name"])), None)
     if behavior == "create":
         if existing:
             raise ValueError(f"ConfigMap {spec['name']} exists already")
-        objects.append({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": spec["name"]}, "data": dict(sorted(data.items()))})
+        metadata: dict = {"name": spec["name"]}
+        if labels:
+            metadata["labels"] = dict(labels)
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+                        "data": dict(sorted(data.items()))})
     elif behavior == "merge":
         if not existing:
             raise ValueError(f"no ConfigMap {spec['name']} to merge into")

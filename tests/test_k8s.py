@@ -621,7 +621,7 @@ def test_gateway_serves_sse_through_the_ingress(name):
     lua = next(v for v in objects[("Deployment", "gateway")]["spec"]["template"]["spec"]
                ["volumes"] if v["name"] == "lua")
     lua_map = objects[("ConfigMap", lua["configMap"]["name"])]["data"]
-    assert lua_map["lua_crud_gateway.lua"] == generated["openresty/lua/crud_gateway.lua"]
+    assert lua_map["crud_gateway.lua"] == generated["openresty/lua/crud_gateway.lua"]
     assert openresty.UPSTREAM_HOST == "crud"
 
 

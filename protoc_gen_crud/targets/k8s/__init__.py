@@ -19,9 +19,9 @@ FOLDERS = ("postgres", "migrations", "postgrest", "gateway", "relay", "redis", "
            "arroyo")
 
 
-def base_objects(backend: Backend) -> dict[str, list[dict]]:
-    """Folder of the base -> its objects, in apply-independent order."""
-    found: dict[str, list[dict]] = {}
+def base_objects(backend: Backend) -> dict[str, list]:
+    """Folder of the base -> its objects and file-generated ConfigMaps."""
+    found: dict[str, list] = {}
     for part in (database.render(backend), services.render(backend), dapr.render(backend),
                  arroyo.render(backend)):
         found.update(part)
@@ -36,18 +36,23 @@ def render(backend: Backend) -> dict[str, str]:
     root = common.FOLDER
     files: dict[str, str] = {}
     base = base_objects(backend)
-    for folder, objects in base.items():
+    for folder, parts in base.items():
+        objects = [o for o in parts if isinstance(o, dict)]
+        maps = [o for o in parts if isinstance(o, common.FileConfigMap)]
         names = [kustomize.file_name(o) for o in objects]
+        names += [f"{common.FILES}/{key}" for m in maps for key, _ in m.files]
         if len(set(names)) != len(names):
-            raise RuntimeError(f"two objects of one kind share a name in {folder}")
-        for name, obj in zip(names, objects, strict=True):
-            files[f"{root}/base/{folder}/{name}"] = _yaml(obj)
-        extra = None
+            raise RuntimeError(f"two files of {folder} share a name")
+        for obj in objects:
+            files[f"{root}/base/{folder}/{kustomize.file_name(obj)}"] = _yaml(obj)
+        for found in maps:
+            for key, text in found.files:
+                files[f"{root}/base/{folder}/{common.FILES}/{key}"] = text
+        generators = [m.generator() for m in maps]
         if folder == "arroyo":
-            extra = {"configMapGenerator": [kustomize.storage_generator(
-                arroyo.storage_defaults(backend))]}
+            generators.append(kustomize.storage_generator(arroyo.storage_defaults(backend)))
         files[f"{root}/base/{folder}/kustomization.yaml"] = _yaml(
-            kustomize.folder_kustomization(objects, extra))
+            kustomize.folder_kustomization(objects, generators))
     files[f"{root}/base/kustomization.yaml"] = _yaml(
         kustomize.base_kustomization(backend, list(base)))
     for prefix, content in (

@@ -160,7 +160,8 @@ def controller(backend: Backend) -> list[dict]:
             "selector": {"matchLabels": c.labels("arroyo")},
             "template": c.pod_template("arroyo", {
                 "serviceAccountName": "arroyo",
-                "securityContext": c.pod_security(ARROYO_UID),
+                # fsGroup: a volume for local checkpoints (dev) is writable by the user.
+                "securityContext": c.pod_security(ARROYO_UID, fs_group=ARROYO_UID),
                 "initContainers": [migrate],
                 "containers": [container],
                 "volumes": [{"name": "config", "configMap": {"name": "arroyo-config"}},
@@ -183,7 +184,7 @@ def query_files(backend: Backend) -> dict[str, str]:
             for path, text in arroyo_target.render(backend).items()}
 
 
-def registration(backend: Backend) -> list[dict]:
+def registration(backend: Backend) -> list[c.Resource]:
     """register.py as a Job, named after a hash of the queries: a changed query is a new
     Job that replaces the pipeline; an unchanged one leaves it alone."""
     files = query_files(backend)
@@ -211,7 +212,7 @@ def registration(backend: Backend) -> list[dict]:
             }),
         },
     }
-    return [c.config_map(name, "arroyo-register", files), job]
+    return [c.config_map_files(name, "arroyo-register", files), job]
 
 
 def storage_defaults(backend: Backend) -> dict[str, str]:
@@ -222,7 +223,7 @@ def storage_defaults(backend: Backend) -> dict[str, str]:
             "artifact-url": f"s3://arroyo-checkpoints/{c.part_of(backend)}/artifacts"}
 
 
-def render(backend: Backend) -> dict[str, list[dict]]:
+def render(backend: Backend) -> dict[str, list[c.Resource]]:
     if not backend.rules:
         return {}
     return {"arroyo": [*controller(backend), *registration(backend)]}

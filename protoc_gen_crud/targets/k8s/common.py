@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 from ...model import Backend
 from ..compose import IMAGES
@@ -131,6 +132,32 @@ def service(name: str, component: str, ports: list[tuple[str, int]],
 def config_map(name: str, component: str, data: dict[str, str]) -> dict:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata(name, component),
             "data": dict(sorted(data.items()))}
+
+
+@dataclass(frozen=True)
+class FileConfigMap:
+    """A ConfigMap kustomize generates from files kept beside the kustomization
+    (`files/<key>`): embedded files (SQL, nginx.conf, Lua, JSON) stay readable and
+    byte-identical on disk. No hash suffix: the name is ours, already a content hash where
+    a change must roll the pods."""
+
+    name: str
+    component: str
+    files: tuple[tuple[str, str], ...]
+
+    def generator(self) -> dict:
+        return {"name": self.name,
+                "files": [f"{key}={FILES}/{key}" for key, _ in self.files],
+                "options": {"disableNameSuffixHash": True,
+                            "labels": metadata(self.name, self.component)["labels"]}}
+
+
+FILES = "files"
+Resource = dict | FileConfigMap  # what a component folder holds
+
+
+def config_map_files(name: str, component: str, data: dict[str, str]) -> FileConfigMap:
+    return FileConfigMap(name, component, tuple(sorted(data.items())))
 
 
 def pdb(name: str, component: str, min_available: int = 1) -> dict:

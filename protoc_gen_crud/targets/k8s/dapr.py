@@ -56,5 +56,5 @@ def resources(backend: Backend) -> list[dict]:
     return [resource for _, resource in sorted(found, key=lambda item: item[0])]
 
 
-def render(backend: Backend) -> dict[str, list[dict]]:
+def render(backend: Backend) -> dict[str, list[c.Resource]]:
     return {"dapr": resources(backend)}

@@ -135,7 +135,7 @@ def migrations_name(backend: Backend) -> str:
     return "migrate-" + c.digest(*(f"{name}\n{text}" for name, text in sorted(files.items())))
 
 
-def migrations(backend: Backend) -> list[dict]:
+def migrations(backend: Backend) -> list[c.Resource]:
     """The SQL as a ConfigMap and a Job running migrate.psql over it. Both are named after
     a hash of the migrations, so a changed schema is a new Job (a Job's template cannot be
     changed) and the old ConfigMap is not edited under a running Job. migrate.psql itself
@@ -178,12 +178,12 @@ def migrations(backend: Backend) -> list[dict]:
             }),
         },
     }
-    return [c.config_map(name, "migrations", files), job]
+    return [c.config_map_files(name, "migrations", files), job]
 
 
-def render(backend: Backend) -> dict[str, list[dict]]:
+def render(backend: Backend) -> dict[str, list[c.Resource]]:
     """Folder -> objects, one file per object."""
-    postgres = [cluster(backend), *databases(backend)]
+    postgres: list[c.Resource] = [cluster(backend), *databases(backend)]
     found = publication(backend)
     if found:
         postgres.append(found)

@@ -24,9 +24,11 @@ def file_name(resource: dict) -> str:
     return f"{resource['kind'].lower()}-{resource['metadata']['name']}.yaml"
 
 
-def folder_kustomization(objects: list[dict], extra: dict | None = None) -> dict:
-    return {**KUSTOMIZATION, "resources": sorted(file_name(o) for o in objects),
-            **(extra or {})}
+def folder_kustomization(objects: list[dict], generators: list[dict]) -> dict:
+    found: dict = {**KUSTOMIZATION, "resources": sorted(file_name(o) for o in objects)}
+    if generators:
+        found["configMapGenerator"] = generators
+    return found
 
 
 def base_kustomization(backend: Backend, folders: list[str]) -> dict:
@@ -97,19 +99,22 @@ def observability_component(backend: Backend) -> dict[str, object]:
             {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
         ],
     }]}
-    dashboards = c.config_map("crud-dashboards", "observability", {
-        dashboard_path.rsplit("/", 1)[1]: generated[dashboard_path]})
-    dashboards["metadata"]["labels"]["grafana_dashboard"] = "1"  # Grafana's sidecar picks it up
-    maps = [
-        c.config_map("crud-alerts", "observability", {"alerts.yml": alerts_text}),
-        c.config_map("crud-scrape", "observability", {"scrape.yml": dump_yaml(scrape)}),
-        dashboards,
+    scrape_map = c.config_map("crud-scrape", "observability", {"scrape.yml": dump_yaml(scrape)})
+    generated_maps = [
+        c.config_map_files("crud-alerts", "observability", {"alerts.yml": alerts_text}),
+        c.config_map_files("crud-dashboards", "observability", {
+            dashboard_path.rsplit("/", 1)[1]: generated[dashboard_path]}),
     ]
-    files: dict[str, object] = {file_name(m): m for m in maps}
+    generators = [m.generator() for m in generated_maps]
+    generators[1]["options"]["labels"]["grafana_dashboard"] = "1"  # Grafana's sidecar
+    files: dict[str, object] = {file_name(scrape_map): scrape_map}
+    for found in generated_maps:
+        files.update({f"{c.FILES}/{key}": text for key, text in found.files})
     files.update(patches)
     files["kustomization.yaml"] = {
         **COMPONENT,
-        "resources": sorted(file_name(m) for m in maps),
+        "resources": [file_name(scrape_map)],
+        "configMapGenerator": generators,
         "patches": [{"path": name} for name in sorted(patches)],
     }
     return files

@@ -64,7 +64,7 @@ def _deployment(name: str, component: str, replicas: int, pod: dict,
     }
 
 
-def postgrest_objects(backend: Backend) -> list[dict]:
+def postgrest_objects(backend: Backend) -> list[c.Resource]:
     files = postgrest.render(backend)
     config_name = "postgrest-" + c.digest(*files.values())
     db = backend.database
@@ -124,7 +124,7 @@ def postgrest_objects(backend: Backend) -> list[dict]:
     if init:
         pod["initContainers"] = init
     return [
-        c.config_map(config_name, "postgrest", {k.removeprefix("postgrest/"): v
+        c.config_map_files(config_name, "postgrest", {k.removeprefix("postgrest/"): v
                                                 for k, v in files.items()}),
         _deployment("postgrest", "postgrest", 2, pod,
                     _dapr_annotations(DAPR_APP_ID, postgrest.SERVER_PORT)),
@@ -136,7 +136,8 @@ def postgrest_objects(backend: Backend) -> list[dict]:
 
 
 def gateway_files(backend: Backend) -> dict[str, str]:
-    """openresty/ as that target writes it, with Docker's DNS replaced by the cluster's."""
+    """openresty/ as that target writes it (by file name: nginx.conf and the Lua modules),
+    with Docker's DNS replaced by the cluster's."""
     files = {}
     for path, text in openresty.render(backend).items():
         if path.endswith("nginx.conf"):
@@ -144,19 +145,21 @@ def gateway_files(backend: Backend) -> dict[str, str]:
                 raise RuntimeError("nginx.conf no longer names Docker's resolver once; "
                                    "update the Kubernetes target")
             text = text.replace(DOCKER_RESOLVER, CLUSTER_RESOLVER)
-        files[path.removeprefix("openresty/").replace("/", "_")] = text
+        files[path.rsplit("/", 1)[1]] = text
+    if len(files) != len(openresty.render(backend)):
+        raise RuntimeError("two gateway files share a name")
     return files
 
 
-def gateway_objects(backend: Backend) -> list[dict]:
+def gateway_objects(backend: Backend) -> list[c.Resource]:
     files = gateway_files(backend)
     config_name = "gateway-" + c.digest(*files.values())
-    lua = sorted(k for k in files if k.startswith("lua_"))
+    lua = sorted(k for k in files if k != "nginx.conf")
     volumes = [
         {"name": "conf", "configMap": {"name": config_name,
                                        "items": [{"key": "nginx.conf", "path": "nginx.conf"}]}},
         {"name": "lua", "configMap": {"name": config_name, "items": [
-            {"key": key, "path": key.removeprefix("lua_")} for key in lua]}},
+            {"key": key, "path": key} for key in lua]}},
         {"name": "logs", "emptyDir": {"sizeLimit": "256Mi"}},
     ]
     reload = ["openresty", "-p", GATEWAY_PREFIX, "-c", "conf/nginx.conf"]
@@ -217,7 +220,7 @@ def gateway_objects(backend: Backend) -> list[dict]:
         },
     }
     return [
-        c.config_map(config_name, "gateway", files),
+        c.config_map_files(config_name, "gateway", files),
         _deployment("gateway", "gateway", 2, pod),
         # `proxy` is the host name the Arroyo queries use (SSE source, publish sink).
         c.service(GATEWAY_SERVICE, "gateway", [("http", openresty.LISTEN_PORT),
@@ -230,7 +233,7 @@ def gateway_objects(backend: Backend) -> list[dict]:
 GATEWAY_SERVICE = "proxy"
 
 
-def relay_objects(backend: Backend) -> list[dict]:
+def relay_objects(backend: Backend) -> list[c.Resource]:
     config_text = relay_target.render(backend)["relay/relay.json"]
     config_name = "relay-" + c.digest(config_text)
     db = backend.database
@@ -274,7 +277,7 @@ def relay_objects(backend: Backend) -> list[dict]:
             }),
         },
     }
-    return [c.config_map(config_name, "relay", {"relay.json": config_text}), statefulset,
+    return [c.config_map_files(config_name, "relay", {"relay.json": config_text}), statefulset,
             c.service("relay", "relay", [("metrics", RELAY_METRICS_PORT)], headless=True)]
 
 
@@ -319,6 +322,6 @@ def redis_objects(backend: Backend) -> list[dict]:
     return [statefulset, c.service("redis", "redis", [("redis", 6379)], headless=True)]
 
 
-def render(backend: Backend) -> dict[str, list[dict]]:
+def render(backend: Backend) -> dict[str, list[c.Resource]]:
     return {"postgrest": postgrest_objects(backend), "gateway": gateway_objects(backend),
             "relay": relay_objects(backend), "redis": redis_objects(backend)}
