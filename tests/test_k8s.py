@@ -842,3 +842,80 @@ def test_observability_component_carries_the_generated_rules_and_dashboard(name,
             p["containerPort"] for c in template["spec"]["containers"] for p in c["ports"]}
     dev = by_key(built(name, "overlays/dev"))
     assert ("ConfigMap", "crud-alerts") not in dev
+
+
+ENDPOINT = re.compile(r"""(https?|redis|postgres)://(?:[^@/\s"']*@)?([a-z0-9_.-]+)(?::(\d+))?""")
+
+
+def endpoint_errors(objects: list[dict], files: dict[str, str], external: set[str]) -> list[str]:
+    """Every in-cluster address a generated file names (nginx upstreams, Arroyo's source and
+    sinks, registration, Dapr's endpoints and Redis host, connection URLs) is a Service
+    with that port; `postgres-rw` is CloudNativePG's Service of the Cluster `postgres`.
+    External hosts (with a dot, or a user's webhook host from the model) are not ours."""
+    service_ports = {o["metadata"]["name"]: {p["port"] for p in o["spec"]["ports"]}
+                     for o in objects if o["kind"] == "Service"}
+    if ("Cluster", common.CLUSTER) in by_key(objects):
+        service_ports[common.PRIMARY] = {common.PG_PORT}
+    upstreams = {name for text in files.values()
+                 for name in re.findall(r"^\s*upstream\s+(\S+)\s*\{", text, re.M)}
+    addresses = set()
+    for text in files.values():
+        for scheme, host, port in ENDPOINT.findall(text):
+            default = {"http": 80, "https": 443, "redis": 6379, "postgres": 5432}[scheme]
+            addresses.add((host, int(port or default)))
+        # nginx's upstream servers
+        addresses |= {(h, int(p)) for h, p in
+                      re.findall(r"^\s*server\s+([a-z0-9_.-]+):(\d+)", text, re.M)}
+    for obj in objects:
+        if obj["kind"] == "HTTPEndpoint":
+            _, host, port = ENDPOINT.findall(obj["spec"]["baseUrl"])[0]
+            addresses.add((host, int(port or 80)))
+        if obj["kind"] == "Component":
+            for item in obj["spec"]["metadata"]:
+                if item["name"] == "redisHost":
+                    host, _, port = item["value"].partition(":")
+                    addresses.add((host, int(port)))
+    errors = []
+    for host, port in sorted(addresses):
+        if "." in host or host == "localhost" or host in external | upstreams:
+            continue
+        if port not in service_ports.get(host, set()):
+            errors.append(f"{host}:{port} is no Service port")
+    return errors
+
+
+def _external_hosts(name: str) -> set[str]:
+    from urllib.parse import urlparse
+
+    return {urlparse(rule.webhook_url).hostname for rule in model_of(name).rules
+            if rule.webhook_url}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_address_a_generated_file_names_is_a_service(name):
+    for overlay in OVERLAYS:
+        objects = built(name, overlay)
+        data = {f"{o['metadata']['name']}/{k}": v for o in objects if o["kind"] == "ConfigMap"
+                for k, v in o["data"].items()}
+        env = {f"{o['metadata']['name']}/{c['name']}/{e['name']}": e["value"]
+               for o in objects for c in containers(o) for e in c.get("env", [])
+               if "value" in e}
+        texts = {**data, **env}
+        assert endpoint_errors(objects, texts, _external_hosts(name)) == []
+        # What was checked includes the gateway, PostgREST and Redis by name.
+        found = {host for text in texts.values() for _, host, _ in ENDPOINT.findall(text)}
+        assert {"redis", "postgres-rw"} <= found
+        assert "server crud:3000;" in data[next(k for k in data if k.endswith("/nginx.conf"))]
+
+
+def test_the_address_check_bites():
+    objects = built("storefront", "base")
+    keys = by_key(objects)
+    keys[("Service", "proxy")]["metadata"]["name"] = "gateway"
+    keys[("Service", "arroyo")]["spec"]["ports"][0]["port"] = 8080
+    keys[("Service", "crud")]["metadata"]["name"] = "postgrest"
+    texts = {"a": "url: http://proxy/stream/sse/product", "b": "http://arroyo:5115/api/v1",
+             "c": "http://analytics:8080/x"}
+    assert endpoint_errors(objects, texts, {"analytics"}) == [
+        "arroyo:5115 is no Service port", "crud:3000 is no Service port",
+        "proxy:80 is no Service port"]
