@@ -11,7 +11,7 @@ volume with the process scheduler in dev.
 from __future__ import annotations
 
 from ...model import Backend
-from ...rendering import dump_yaml
+from ...rendering import HEADER, dump_yaml
 from .. import arroyo as arroyo_target
 from ..compose import ARROYO_PORT, IMAGES
 from ..observability import ARROYO_ADMIN_PORT
@@ -114,7 +114,7 @@ def _field(name: str, path: str) -> dict:
     return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
 
 
-def controller(backend: Backend) -> list[dict]:
+def controller(backend: Backend) -> list[c.Resource]:
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
               {"name": "tmp", "mountPath": "/tmp"}]
     db_env = [c.secret_env("ARROYO__DATABASE__POSTGRES__PASSWORD", c.ARROYO_DB_SECRET,
@@ -170,7 +170,8 @@ def controller(backend: Backend) -> list[dict]:
         },
     }
     return [
-        c.config_map("arroyo-config", "arroyo", {"config.yaml": dump_yaml(config(backend))}),
+        c.config_map_files("arroyo-config", "arroyo",
+                           {"config.yaml": HEADER + dump_yaml(config(backend))}),
         *_rbac(),
         deployment,
         c.service("arroyo", "arroyo", [("http", ARROYO_PORT), ("grpc", GRPC_PORT),
