@@ -40,6 +40,8 @@ from .support import (
     from_text,
     from_textproto,
     model_of,
+    protoc,
+    read_tree,
     shared_file,
     write_tree,
 )
@@ -919,3 +921,14 @@ def test_the_address_check_bites():
     assert endpoint_errors(objects, texts, {"analytics"}) == [
         "arroyo:5115 is no Service port", "crud:3000 is no Service port",
         "proxy:80 is no Service port"]
+
+
+@pytest.mark.parametrize("name", ["storefront", "article"])
+def test_both_front_doors_give_the_same_k8s_folder(name, tmp_path):
+    """Through protoc with `target=k8s` as through the textproto (test_generation compares
+    the whole tree of every example as well)."""
+    done = protoc(EXAMPLES_DIR / name / f"{name}.proto", tmp_path, parameter="target=k8s")
+    assert done.returncode == 0, done.stderr
+    via_protoc = read_tree(tmp_path)
+    assert via_protoc == files_of(name)
+    assert any(p.startswith("k8s/base/migrations/files/") for p in via_protoc)

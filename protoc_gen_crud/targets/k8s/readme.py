@@ -104,6 +104,8 @@ overlays/prod     three PostgreSQL instances, autoscaled API and gateway, observ
 
 ## Prerequisites
 
+- **Kubernetes 1.30** or later (the checks use 1.32's schemas; PostgREST's pods drain with a
+  `preStop` sleep action).
 - **CloudNativePG** 1.27 or later (the `Cluster`, `Database` and `Publication` resources;
   checked against the 1.30 CRDs), installed cluster-wide.
 - **Dapr** control plane 1.14 (`dapr init -k`): sidecar injection and the Component,
