@@ -777,6 +777,10 @@ def test_roles_match_what_the_migrations_grant(database, tmp_path):
     done = database.migrate(files, tmp_path)
     assert done.returncode == 0, done.stderr
     cluster = by_key(built("storefront", "base"))[("Cluster", "postgres")]
+    # The session's server is shared with other tests, whose databases grant their own roles
+    # (e.g. test_auth's "editor") to the same authenticator: memberships in roles this
+    # backend does not know belong to them, not to these migrations.
+    known = {role["name"] for role in cluster["spec"]["managed"]["roles"]}
     for role in cluster["spec"]["managed"]["roles"]:
         if role["name"] == common.ARROYO_ROLE:
             continue  # CloudNativePG's own: the migrations do not know it
@@ -791,7 +795,7 @@ def test_roles_match_what_the_migrations_grant(database, tmp_path):
         assert (login, inherit, replication, superuser, createdb, createrole, bypassrls) == (
             role["login"], role["inherit"], role["replication"], role["superuser"],
             role["createdb"], role["createrole"], role["bypassrls"]), role["name"]
-        assert sorted(member) == sorted(role.get("inRoles", [])), role["name"]
+        assert sorted(set(member) & known) == sorted(role.get("inRoles", [])), role["name"]
 
 
 @pytest.mark.parametrize("auth", ["AUTH_TYPE_OAUTH2", "AUTH_TYPE_NONE"])
