@@ -25,7 +25,8 @@ EPOCH = "TIMESTAMP '1970-01-01T00:00:00'"
 WINDOW = pa.struct([("start", pa.timestamp("ns")), ("end", pa.timestamp("ns"))])
 _ARROW = {"Text": pa.string(), "Int": pa.int32(), "BigInt": pa.int64(),
           "Double": pa.float64(), "Float": pa.float32(), "Boolean": pa.bool_(),
-          "Timestamp": pa.timestamp("ns"), "Date": pa.date32(), "JSON": pa.string()}
+          "Timestamp": pa.timestamp("ns"), "Date": pa.date32(), "JSON": pa.string(),
+          "Bytea": pa.binary(), "Interval": pa.month_day_nano_interval()}
 
 # Options every connector table takes (arroyo-planner/src/tables.rs:203-310, v0.12.1):
 # `connector` and `connection_profile` (tables.rs:625, 650), Format::from_opts (`format` and,
@@ -47,6 +48,31 @@ FORMATS = frozenset({"json", "debezium_json", "protobuf", "avro", "raw_string", 
                      "parquet"})  # formats.rs:272-280
 _VAR = re.compile(r"\{\{\s*(\w+)\s*}}")  # arroyo-rpc/src/var_str.rs:58
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
+# The Arrow types a connection table's fields may have: `TryFrom<Field> for SourceField`
+# (arroyo-rpc/src/api_types/connections.rs:164-209, v0.12.1); anything else is "field '..' has
+# a type '..' that cannot be used in a connection table" (arroyo-planner/src/tables.rs:255-268).
+# Binary passes there but arrow-json 52.1's make_decoder refuses it for JSON
+# (arrow-json/src/reader/mod.rs:820-822), and Arroyo unwraps that error
+# (arroyo-formats/src/de.rs:148).
+def connection_type_problem(data_type: pa.DataType, json_format: bool) -> str | None:
+    if pa.types.is_list(data_type):
+        return connection_type_problem(data_type.value_type, json_format)
+    if pa.types.is_struct(data_type):
+        for child in data_type:
+            problem = connection_type_problem(child.type, json_format)
+            if problem:
+                return problem
+        return None
+    if pa.types.is_binary(data_type) and json_format:
+        return "Binary is not supported by JSON"
+    accepted = (pa.types.is_boolean(data_type) or pa.types.is_string(data_type)
+                or pa.types.is_binary(data_type)
+                or data_type in (pa.int32(), pa.int64(), pa.uint32(), pa.uint64(),
+                                 pa.float32(), pa.float64())
+                or (pa.types.is_timestamp(data_type) and data_type.unit in ("ms", "us", "ns")))
+    return None if accepted else f"Unsupported data type {data_type}"
 
 
 class PlanError(Exception):
@@ -193,6 +219,13 @@ def check_options(table: Table, env: set[str]) -> None:
     if urlparse(_VAR.sub("x", options["endpoint"])).scheme not in ("http", "https"):
         raise PlanError(f"invalid endpoint '{options['endpoint']}'")
     _headers(_VAR.sub("x", options.get("headers", "")))
+    for column in table.schema:
+        if column.name in table.generated:
+            continue  # virtual: not a SourceField
+        problem = connection_type_problem(column.type, options.get("format", "json") == "json")
+        if problem:
+            raise PlanError(f"field '{column.name}' has a type '{column.type}' that cannot be "
+                            f"used in a connection table: {problem}")
     names = set(table.schema.names) | set(table.generated)
     for key in ("event_time_field", "watermark_field"):
         if key in options and options[key] not in names:

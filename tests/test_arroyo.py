@@ -123,6 +123,12 @@ ARROYO_RULES = {
     "month window": (lambda sql: sql.replace("tumble(INTERVAL '1 minute')",
                                              "tumble(INTERVAL '1 month')"),
                      "Windows do not support durations specified as months"),
+    # api_types/connections.rs:164-209: a connection table's field must be a SourceField.
+    "date column": (lambda sql: sql.replace('    "note" TEXT,', '    "note" DATE,', 1),
+                    "cannot be used in a connection table"),
+    # arrow-json reader/mod.rs:820-822 (Arroyo's 52.1 fork): no JSON decoder for Binary.
+    "bytea column": (lambda sql: sql.replace('    "note" TEXT,', '    "note" BYTEA,', 1),
+                     "Binary is not supported by JSON"),
     # arroyo-types lib.rs:150: a header is split on ':' and only two parts kept.
     "header cut": (lambda sql: sql.replace("Content-Type: application/json",
                                            "Link: http://x", 1),

@@ -37,12 +37,16 @@ TOKEN_VARIABLE = "CRUD_PIPELINE_TOKEN"
 WATERMARK_DELAY = "5 seconds"  # how late (in commit time) a change may arrive
 PARALLELISM = 1  # an SSE source is read by one task anyway
 
-# Arroyo column types for the JSON the relay writes, by model kind.
+# Arroyo column types for the JSON the relay writes, by model kind. A connection table takes
+# only the Arrow types arroyo-rpc's `SourceField` converts (api_types/connections.rs:164-209 at
+# v0.12.1: booleans, 32/64-bit integers and floats, timestamps, text, structs and lists):
+# DATE, TIME and INTERVAL arrive as text; BYTEA too (its JSON form is text, and arrow-json has
+# no decoder for Binary).
 _SCALARS = {
     "TEXT": "TEXT", "UUID": "TEXT", "INTEGER": "INT", "SMALLINT": "INT", "SERIAL": "INT",
     "BIGINT": "BIGINT", "BIGSERIAL": "BIGINT", "DECIMAL": "DOUBLE", "REAL": "FLOAT",
     "DOUBLE": "DOUBLE", "BOOLEAN": "BOOLEAN", "TIMESTAMPTZ": "TIMESTAMP",
-    "TIMESTAMP": "TIMESTAMP", "DATE": "DATE", "TIME": "TEXT", "INTERVAL": "TEXT",
+    "TIMESTAMP": "TIMESTAMP", "DATE": "TEXT", "TIME": "TEXT", "INTERVAL": "TEXT",
     "JSON": "JSON", "JSONB": "JSON", "BYTEA": "TEXT",
 }
 
