@@ -232,13 +232,20 @@ def _entity(registry: Registry, message: _Message, backend: pb.Backend, sources:
             numbers.update(range(r.start, r.end))
     del entity.reserved_numbers[:]
     entity.reserved_numbers.extend(sorted(numbers))
+    zeroed = set()
     for j, field in enumerate(m.field):
-        _field(registry, message, j, field, entity.fields.add(), where + ("fields", j),
-               sources, problems)
+        if _field(registry, message, j, field, entity.fields.add(), where + ("fields", j),
+                  sources, problems):
+            zeroed.add(j)
+    owner = entity.api.access.owner_field
+    for j in zeroed:
+        if entity.fields[j].name == owner:
+            entity.fields[j].ClearField("default_value")  # the owner defaults to the caller
 
 
 def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Field,
-           where: Path, sources: SourceMap, problems: list[Diagnostic]) -> None:
+           where: Path, sources: SourceMap, problems: list[Diagnostic]) -> bool:
+    """Fill `out` from the proto field; True when its default is the zero value we added."""
     f = message.file
     path = message.path + (_MSG_FIELDS, j)
     here = registry.location(f, path) or Location(f.name)
@@ -284,29 +291,48 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
     as_array = repeated and field.type != F.TYPE_MESSAGE
     if as_array:
         out.array = True
-    if field.type == F.TYPE_ENUM and not out.constraints.enum_values and not as_array:
-        enum = registry.enums.get(field.type_name)
-        if enum is not None and out.type == pb.SQL_TYPE_TEXT:
-            out.constraints.enum_values.extend(_enum_values(enum))
+    enum = registry.enums.get(field.type_name) if field.type == F.TYPE_ENUM else None
+    if enum is not None and not out.constraints.enum_values and not as_array:
+        if out.type == pb.SQL_TYPE_TEXT:
+            out.constraints.enum_values.extend(v.name for v in enum.value)
     if not out.constraints.HasField("not_null"):
         if repeated or is_map:
             out.constraints.not_null = True
             if not out.HasField("default_value") and not out.HasField("default_expression"):
                 # An empty array literal, an empty JSON object for maps, an empty JSON list.
                 out.default_value = "{}" if as_array or is_map else "[]"
+        elif not _explicit_presence(registry, message, field):
+            out.constraints.not_null = True
+            # proto3 JSON omits a field at its zero value: the column's default must be
+            # that value, or the message cannot be written as a binding serializes it.
+            zero = _zero_value(out, enum)
+            if (zero is not None and not out.HasField("default_value")
+                    and not out.HasField("default_expression")
+                    and not out.constraints.primary_key and field.name != "id"
+                    and not out.constraints.foreign_key.entity):
+                out.default_value = zero
+                return True
         else:
-            out.constraints.not_null = not _explicit_presence(registry, message, field)
+            out.constraints.not_null = False
+    return False
 
 
-def _enum_values(enum: descriptor_pb2.EnumDescriptorProto) -> list[str]:
-    """Enum value names as the API shows them: prefix stripped, lower case, no UNSPECIFIED."""
-    prefix = snake_case(enum.name).upper() + "_"
-    values = []
-    for v in enum.value:
-        if v.number == 0 and v.name.endswith("UNSPECIFIED"):
-            continue
-        values.append(v.name.removeprefix(prefix).lower())
-    return values
+# The zero value of each column kind that has one a binding may leave out of its JSON.
+_ZEROS = {pb.SQL_TYPE_TEXT: "", pb.SQL_TYPE_INTEGER: "0", pb.SQL_TYPE_BIGINT: "0",
+          pb.SQL_TYPE_SMALLINT: "0", pb.SQL_TYPE_DECIMAL: "0", pb.SQL_TYPE_REAL: "0",
+          pb.SQL_TYPE_DOUBLE: "0", pb.SQL_TYPE_BOOLEAN: "false", pb.SQL_TYPE_BYTEA: "",
+          pb.SQL_TYPE_INTERVAL: "0"}
+
+
+def _zero_value(out: pb.Field, enum: descriptor_pb2.EnumDescriptorProto | None) -> str | None:
+    """The literal of the field's zero value in its column type, if the type has one."""
+    if out.array:
+        return None
+    if enum is not None:
+        # An enum's zero is the value numbered 0 (proto3: the first), stored by its name.
+        zero = next((v.name for v in enum.value if v.number == 0), None)
+        return zero if zero in out.constraints.enum_values else None
+    return _ZEROS.get(out.type)
 
 
 def _explicit_presence(registry: Registry, message: _Message, field: F) -> bool:

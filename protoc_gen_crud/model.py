@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import sqltypes
+
 
 @dataclass(frozen=True)
 class Default:
@@ -28,6 +30,20 @@ class Check:
     values: tuple[str, ...] = ()
     number: str = ""
     text: str = ""
+    # enum only: (stored value, value) pairs rows are rewritten with before the check is
+    # applied, e.g. ("paid", "STATUS_PAID") for databases made by versions that stored proto
+    # enums by short lower-case names.
+    renames: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A crud_meta domain carrying a wire representation (see sqltypes.WIRE_KINDS)."""
+
+    name: str  # e.g. int64, decimal_10_2, bytes_list
+    base: str  # the PostgreSQL type it is over, e.g. "numeric(10,2)", "bigint[]"
+    wire: str  # int64 | decimal | bytes | duration
+    array: bool
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,18 @@ class Column:
     implicit: bool
     description: str
     previous_names: tuple[str, ...] = ()
+    # The crud_meta domain that gives the column its proto3 JSON form ("" = PostgreSQL's own).
+    domain: str = ""
+
+    @property
+    def column_type(self) -> str:
+        """The type the table declares: the wire domain, or the plain SQL type."""
+        return f"crud_meta.{self.domain}" if self.domain else self.sql_type
+
+    @property
+    def wire(self) -> str:
+        """The element's wire kind (int64, decimal, bytes, duration) or ""."""
+        return sqltypes.WIRE_KINDS[self.kind] if self.domain else ""
 
     @property
     def numeric(self) -> bool:
@@ -298,6 +326,13 @@ class Backend:
         for endpoint in self.endpoints:
             roles.update(endpoint.roles)
         return tuple(sorted(roles))
+
+    @property
+    def domains(self) -> tuple[Domain, ...]:
+        """Every wire domain a column uses, sorted by name."""
+        found = {c.domain: Domain(c.domain, c.sql_type, c.wire, c.sql_type.endswith("]"))
+                 for e in self.entities for c in e.columns if c.domain}
+        return tuple(found[name] for name in sorted(found))
 
     @property
     def streamed(self) -> tuple[Entity, ...]:

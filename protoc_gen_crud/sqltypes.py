@@ -107,3 +107,27 @@ def format_interval(seconds: int) -> str:
             count = seconds // size
             return f"{count} {unit}" + ("s" if count != 1 else "")
     return f"{seconds} second" + ("s" if seconds != 1 else "")
+
+
+# The wire contract: a column's JSON form is the proto3 JSON of the entity message's field.
+# PostgreSQL's own JSON already is, except for these kinds, which live in domains of the
+# crud_meta schema whose casts to and from json PostgREST applies on every read and write
+# ("domain representations"): 64-bit integers and decimals travel as strings (JavaScript
+# numbers lose digits above 2^53), bytes as base64, intervals as proto Durations ("3.500s").
+# Identity columns stay plain integers: PostgreSQL allows no domain there.
+WIRE_KINDS = {"BIGINT": "int64", "DECIMAL": "decimal", "BYTEA": "bytes",
+              "INTERVAL": "duration"}
+WIRE_BASES = {"int64": "bigint", "decimal": "numeric", "bytes": "bytea",
+              "duration": "interval"}
+
+
+def wire_domain(kind: str, array: bool, precision: int | None, scale: int | None) -> str:
+    """The crud_meta domain of a column whose JSON form differs from PostgreSQL's, else ""."""
+    wire = WIRE_KINDS.get(kind)
+    if wire is None:
+        return ""
+    name = "decimal_text" if wire == "decimal" else wire  # DECIMAL is a keyword
+    if wire == "decimal" and precision:
+        name += f"_{precision}_{scale or 0}"
+    return name + ("_list" if array else "")
+

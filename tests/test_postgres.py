@@ -44,7 +44,7 @@ def test_tables_match_the_model(name, database, tmp_path):
             "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             (f'"{backend.database.schema}"."{entity.name}"',),
         )
-        assert rows == [(c.name, c.sql_type, not c.nullable) for c in entity.columns]
+        assert rows == [(c.name, c.column_type, not c.nullable) for c in entity.columns]
 
 
 def test_seeded_rows_exist_and_reseeding_adds_nothing(database, tmp_path):

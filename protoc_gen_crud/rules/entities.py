@@ -177,8 +177,12 @@ class EntityRules(RulesBase):
                 if problem:
                     self.error(path + ("default_value",), f"{where}: default_value {problem}")
                 if c.enum_values and f.default_value not in c.enum_values:
+                    named = [v for v in c.enum_values
+                             if v.lower().endswith("_" + f.default_value.lower())]
+                    hint = (f"; proto enums are stored by value name: use {named[0]!r}"
+                            if len(named) == 1 else "")
                     self.error(path + ("default_value",), f"{where}: default_value "
-                               f"{f.default_value!r} is not one of enum_values")
+                               f"{f.default_value!r} is not one of enum_values{hint}")
                 default = model.Default("literal", f.default_value)
             elif f.HasField("default_expression"):
                 if not f.default_expression.strip():
@@ -206,6 +210,8 @@ class EntityRules(RulesBase):
                     implicit=False,
                     description=f.description,
                     previous_names=tuple(f.previous_names),
+                    domain="" if identity else sqltypes.wire_domain(
+                        kind, f.array, f.precision or None, f.scale or None),
                 )
             )
         if sum(1 for f in e.fields if f.is_primary_content) > 1:
@@ -266,7 +272,8 @@ class EntityRules(RulesBase):
             if len(set(c.enum_values)) != len(c.enum_values):
                 self.error(cpath + ("enum_values",), f"{where}: enum_values has duplicates")
             checks.append(model.Check(short_name(f"{table}_{f.name}", "enum"), "enum", f.name,
-                                      values=tuple(c.enum_values)))
+                                      values=tuple(c.enum_values),
+                                      renames=_short_enum_names(tuple(c.enum_values))))
         for bound in ("min", "max"):
             if c.HasField(bound):
                 if not col.numeric:
@@ -458,3 +465,19 @@ class EntityRules(RulesBase):
                            f"the schema (at {first}); tables, indexes and output tables share "
                            "one namespace")
             names.setdefault(name, path)
+
+
+def _short_enum_names(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """(short name, value name) pairs for a proto enum's values ("paid", "STATUS_PAID"): the
+    form versions before the wire contract stored. Recognized by the conventional zero value
+    (<PREFIX>_UNSPECIFIED), whose prefix those versions stripped; other lists get none."""
+    zero = next((v for v in values if v.endswith("_UNSPECIFIED")), None)
+    if zero is None or values[0] != zero:
+        return ()
+    prefix = zero.removesuffix("UNSPECIFIED")
+    renames = []
+    for value in values[1:]:
+        short = value.removeprefix(prefix).lower()
+        if short != value and short not in values:
+            renames.append((short, value))
+    return tuple(renames)

@@ -61,6 +61,10 @@ def render(backend: Backend) -> dict[str, str]:
             "postgres/roles.sql.j2", title="PostgREST roles", db=db, auth=auth,
             roles=roles, relay_role=RELAY_ROLE)),
     ]
+    if backend.domains:
+        files.append(("0003_wire.sql", render_template(
+            "postgres/wire.sql.j2", title="Wire representations (proto3 JSON)",
+            domains=backend.domains)))
     files += [(f"0100_{e.name}.sql", _entity(backend, e, roles)) for e in backend.entities]
     if any(e.foreign_keys for e in backend.entities):
         files.append(("0200_foreign_keys.sql", render_template(
