@@ -305,7 +305,7 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
             out.constraints.not_null = True
             # proto3 JSON omits a field at its zero value: the column's default must be
             # that value, or the message cannot be written as a binding serializes it.
-            zero = _zero_value(out, enum)
+            zero = _zero_value(field, out, enum)
             if (zero is not None and not out.HasField("default_value")
                     and not out.HasField("default_expression")
                     and not out.constraints.primary_key and field.name != "id"
@@ -317,22 +317,31 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
     return False
 
 
-# The zero value of each column kind that has one a binding may leave out of its JSON.
-_ZEROS = {pb.SQL_TYPE_TEXT: "", pb.SQL_TYPE_INTEGER: "0", pb.SQL_TYPE_BIGINT: "0",
-          pb.SQL_TYPE_SMALLINT: "0", pb.SQL_TYPE_DECIMAL: "0", pb.SQL_TYPE_REAL: "0",
-          pb.SQL_TYPE_DOUBLE: "0", pb.SQL_TYPE_BOOLEAN: "false", pb.SQL_TYPE_BYTEA: "",
-          pb.SQL_TYPE_INTERVAL: "0"}
+_NUMBER_COLUMNS = frozenset({pb.SQL_TYPE_INTEGER, pb.SQL_TYPE_BIGINT, pb.SQL_TYPE_SMALLINT,
+                             pb.SQL_TYPE_DECIMAL, pb.SQL_TYPE_REAL, pb.SQL_TYPE_DOUBLE})
+_NUMBER_FIELDS = frozenset(t for t, sql in _SCALARS.items()
+                           if sql in _NUMBER_COLUMNS or t in (F.TYPE_UINT64, F.TYPE_FIXED64))
 
 
-def _zero_value(out: pb.Field, enum: descriptor_pb2.EnumDescriptorProto | None) -> str | None:
-    """The literal of the field's zero value in its column type, if the type has one."""
+def _zero_value(field: F, out: pb.Field,
+                enum: descriptor_pb2.EnumDescriptorProto | None) -> str | None:
+    """The literal of the field's proto zero value in its column, where the column can hold
+    it: "" for a string in TEXT (not in a DECIMAL or UUID column: "" is no number or uuid),
+    0, false, empty bytes, and an enum's value numbered 0 (proto3: the first) by name."""
     if out.array:
         return None
     if enum is not None:
-        # An enum's zero is the value numbered 0 (proto3: the first), stored by its name.
         zero = next((v.name for v in enum.value if v.number == 0), None)
         return zero if zero in out.constraints.enum_values else None
-    return _ZEROS.get(out.type)
+    if field.type == F.TYPE_STRING:
+        return "" if out.type == pb.SQL_TYPE_TEXT else None
+    if field.type in _NUMBER_FIELDS:
+        return "0" if out.type in _NUMBER_COLUMNS else None
+    if field.type == F.TYPE_BOOL:
+        return "false" if out.type == pb.SQL_TYPE_BOOLEAN else None
+    if field.type == F.TYPE_BYTES:
+        return "" if out.type == pb.SQL_TYPE_BYTEA else None
+    return None
 
 
 def _explicit_presence(registry: Registry, message: _Message, field: F) -> bool:

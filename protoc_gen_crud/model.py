@@ -40,10 +40,11 @@ class Check:
 class Domain:
     """A crud_meta domain carrying a wire representation (see sqltypes.WIRE_KINDS)."""
 
-    name: str  # e.g. int64, decimal_10_2, bytes_list
+    name: str  # e.g. int64, decimal_text_10_2, bytes_list, int64_zero
     base: str  # the PostgreSQL type it is over, e.g. "numeric(10,2)", "bigint[]"
     wire: str  # int64 | decimal | bytes | duration
     array: bool
+    default: str | None  # the zero value's literal for the _zero variants, else None
 
 
 @dataclass(frozen=True)
@@ -330,8 +331,13 @@ class Backend:
     @property
     def domains(self) -> tuple[Domain, ...]:
         """Every wire domain a column uses, sorted by name."""
-        found = {c.domain: Domain(c.domain, c.sql_type, c.wire, c.sql_type.endswith("]"))
-                 for e in self.entities for c in e.columns if c.domain}
+        found = {}
+        for column in (c for e in self.entities for c in e.columns if c.domain):
+            array = column.sql_type.endswith("]")
+            zero = (sqltypes.zero_literal(column.wire, array)
+                    if column.domain.endswith("_zero") else None)
+            found[column.domain] = Domain(column.domain, column.sql_type, column.wire, array,
+                                          zero)
         return tuple(found[name] for name in sorted(found))
 
     @property

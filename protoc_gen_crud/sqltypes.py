@@ -121,13 +121,38 @@ WIRE_BASES = {"int64": "bigint", "decimal": "numeric", "bytes": "bytea",
               "duration": "interval"}
 
 
-def wire_domain(kind: str, array: bool, precision: int | None, scale: int | None) -> str:
-    """The crud_meta domain of a column whose JSON form differs from PostgreSQL's, else ""."""
+def wire_domain(kind: str, array: bool, precision: int | None, scale: int | None,
+                default: str | None) -> str:
+    """The crud_meta domain of a column whose JSON form differs from PostgreSQL's, else "".
+
+    A column defaulting to its zero value gets the domain variant that has that default
+    (`..._zero`): PostgREST's `Prefer: missing=default` fills a domain-typed column with the
+    domain's default, not the column's (SchemaCache.hs:818-836 at v12.2.3)."""
     wire = WIRE_KINDS.get(kind)
     if wire is None:
         return ""
     name = "decimal_text" if wire == "decimal" else wire  # DECIMAL is a keyword
     if wire == "decimal" and precision:
         name += f"_{precision}_{scale or 0}"
-    return name + ("_list" if array else "")
+    name += "_list" if array else ""
+    return name + ("_zero" if default is not None and is_zero(wire, array, default) else "")
+
+
+def zero_literal(wire: str, array: bool) -> str:
+    """The zero value of a wire kind, as a literal of its base type."""
+    return "{}" if array else {"bytes": "", "duration": "0"}.get(wire, "0")
+
+
+def is_zero(wire: str, array: bool, text: str) -> bool:
+    """Whether a default literal is the kind's zero value (what proto3 JSON leaves out)."""
+    if array:
+        return text.strip() == "{}"
+    if wire == "bytes":
+        return text in ("", "\\x")
+    if wire == "duration":
+        return text.strip() in ("0", "0s", "00:00:00")
+    try:
+        return float(text) == 0
+    except ValueError:
+        return False
 

@@ -211,7 +211,8 @@ class EntityRules(RulesBase):
                     description=f.description,
                     previous_names=tuple(f.previous_names),
                     domain="" if identity else sqltypes.wire_domain(
-                        kind, f.array, f.precision or None, f.scale or None),
+                        kind, f.array, f.precision or None, f.scale or None,
+                        default.text if default and default.kind == "literal" else None),
                 )
             )
         if sum(1 for f in e.fields if f.is_primary_content) > 1:

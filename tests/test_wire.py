@@ -1,0 +1,248 @@
+"""The entity message is the API's contract: its proto3 JSON (proto field names) goes in through
+the SQL PostgREST runs and comes back as JSON that parses into an equal message, on the real
+PostgreSQL, as the role the API uses. testdata/wire/wire.proto has every field shape.
+
+Bindings: protobuf's own json_format here; protobuf-es 2.x under Node in test_wire_node.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+
+from protoc_gen_crud.resources import proto_include_dir
+
+from . import postgrest_sql as rest
+from .support import ROOT, protoc, read_tree
+
+WIRE = ROOT / "testdata" / "wire"
+ROLE, CLAIMS = "authenticated", {"sub": "alice", "role": "authenticated"}
+# What a binding adds beside the message's own fields: nothing is lost but these.
+ADDED = ("created_at", "updated_at")
+
+
+def descriptor_set(out: Path) -> Path:
+    """wire.proto and its imports as a FileDescriptorSet, as `buf build` would write it."""
+    target = out / "wire.binpb"
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_include_dir()}",
+                    f"-I{WIRE}", "--include_imports", f"--descriptor_set_out={target}",
+                    "wire.proto"], check=True, cwd=WIRE)
+    return target
+
+
+@pytest.fixture(scope="module")
+def wire(tmp_path_factory):
+    out = tmp_path_factory.mktemp("wire")
+    done = protoc(WIRE / "wire.proto", out / "gen", parameter="target=postgres,target=relay")
+    assert done.returncode == 0, done.stderr
+    files = read_tree(out / "gen")
+    fds = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set(out).read_bytes())
+    pool = descriptor_pool.DescriptorPool()
+    for file in fds.file:
+        pool.Add(file)
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("wire.v1.Everything"))
+    return files, cls, out
+
+
+def messages(cls) -> list:
+    """Every shape with ordinary, zero and extreme values."""
+    full = cls()
+    json_format.ParseDict({
+        "id": "7d6f0c56-0b3e-4c1e-9a57-2f4f0a6c8b11",
+        "text": "héllo \"quoted\" \\ text",
+        "i32": -2147483648, "i64": "-9223372036854775808", "u32": 4294967295,
+        "u64": "18446744073709551615", "s64": "9223372036854775807",
+        "f64": "9007199254740993", "flag": True, "dbl": 0.1, "flt": 1.5,
+        "data": base64.b64encode(bytes(range(256))).decode(),
+        "level": "LEVEL_HIGH", "at": "2026-11-30T23:59:58.123456Z", "took": "-3.500s",
+        "attrs": {"a": 1, "b": [True, None, "x"], "c": {"d": 2.5}},
+        "anything": [1, "two", {"three": 3}],
+        "maybe_i64": "9007199254740993", "maybe_text": "", "maybe_flag": False,
+        "maybe_data": "",
+        "opt_i32": 0, "opt_text": "", "opt_level": "LEVEL_UNSPECIFIED",
+        "tags": ["a", "b,c", "{d}", "\"e\""], "big_numbers": ["9007199254740993", "-1", "0"],
+        "blobs": ["AA==", "", "/+8="], "levels": ["LEVEL_LOW", "LEVEL_UNSPECIFIED"],
+        "scores": [1.25, -2.0, 1e300],
+        "parts": [{"name": "p", "count": "9007199254740993", "level": "LEVEL_LOW"}, {}],
+        "counts": {"x": "1", "y": "-9007199254740993"},
+        "main_part": {"name": "main", "count": "0"},
+        "amount": "123456789.125",
+    }, full)
+    zero = cls()
+    zero.anything.null_value = 0  # a Value field reads back as null when it was null
+    zero.opt_i32 = 0  # presence kept: 0, not absent
+    durations = cls()
+    durations.took.FromJsonString("1s")
+    durations.anything.string_value = "s"
+    durations.main_part.SetInParent()  # an empty message, present
+    durations.at.FromJsonString("1970-01-01T00:00:00Z")
+    micro = cls()
+    micro.took.FromJsonString("0.000001s")
+    micro.anything.number_value = 3
+    micro.dbl = float("inf")
+    return [full, zero, durations, micro]
+
+
+def proto_json(message) -> dict:
+    """What a binding sends: canonical proto3 JSON with proto field names."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def parse(cls, row: dict):
+    """What a binding reads back; only the added audit fields are unknown to the message."""
+    assert set(row) - set(cls.DESCRIPTOR.fields_by_name) == set(ADDED)
+    parsed = cls()
+    json_format.ParseDict({k: v for k, v in row.items() if k not in ADDED}, parsed)
+    return parsed
+
+
+def differences(a, b) -> dict:
+    """The fields two messages disagree on, in proto JSON (for a readable failure)."""
+    found = {}
+    for f in a.DESCRIPTOR.fields:
+        left, right = getattr(a, f.name), getattr(b, f.name)
+        presence = f.has_presence and a.HasField(f.name) != b.HasField(f.name)
+        if presence or str(left) != str(right) or repr(left) != repr(right):
+            found[f.name] = (repr(left), repr(right))
+    return found
+
+
+def same(cls, row: dict, expected) -> None:
+    parsed = parse(cls, row)
+    assert parsed == expected, differences(parsed, expected)
+
+
+def run(conn, sql_params) -> list[dict]:
+    """One request as PostgREST runs it (role and claims), committed; the JSON body."""
+    sql, params = sql_params
+    with conn.transaction():
+        conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(CLAIMS),))
+        conn.execute(f'SET LOCAL ROLE "{ROLE}"')
+        (body,) = conn.execute(sql, params).fetchone()
+    return json.loads(body)
+
+
+@pytest.fixture
+def api(wire, database, tmp_path):
+    files, cls, _ = wire
+    done = database.migrate(files, tmp_path)
+    assert done.returncode == 0, done.stderr
+    with database.connect() as conn:
+        yield conn, rest.shape(conn, "wire", "everything"), cls
+
+
+def test_messages_round_trip_through_post_get_patch_put(api):
+    conn, table, cls = api
+    for original in messages(cls):
+        body = proto_json(original)
+        (created,) = run(conn, rest.insert(table, body))
+        if not original.id:
+            original.id = created["id"]  # generated by the database, as the API documents
+        same(cls, created, original)
+        (read,) = run(conn, rest.select(table, "id", original.id))
+        same(cls, read, original)
+        # PATCH with the whole message, then with one field at its zero value given.
+        (patched,) = run(conn, rest.update(table, proto_json(original), "id", original.id))
+        same(cls, patched, original)
+        changed = cls()
+        changed.CopyFrom(original)
+        changed.i64, changed.level = 0, 0
+        zeroed = json_format.MessageToDict(changed, preserving_proto_field_name=True,
+                                           always_print_fields_with_no_presence=True)
+        (patched,) = run(conn, rest.update(table, zeroed, "id", original.id))
+        same(cls, patched, changed)
+        # PUT replaces: a binding sends every field (see the README's serializer options).
+        (put,) = run(conn, rest.upsert(table, zeroed, "id"))
+        same(cls, put, changed)
+
+
+def test_bulk_insert_of_messages(api):
+    """Messages as a binding writes them each leave out different fields: a bulk insert names
+    the columns (?columns=) and asks for defaults (Prefer: missing=default)."""
+    conn, table, cls = api
+    batch = [proto_json(m) for m in messages(cls)[1:]]
+    assert len({tuple(sorted(row)) for row in batch}) > 1
+    with pytest.raises(ValueError, match="PGRST102"):
+        rest.insert(table, batch)
+    fields = [f.name for f in cls.DESCRIPTOR.fields]
+    created = run(conn, rest.insert(table, batch, columns=fields, missing_default=True))
+    assert len(created) == len(batch)
+    for sent, row in zip(messages(cls)[1:], created, strict=True):
+        expected = cls()
+        expected.CopyFrom(sent)
+        expected.id = row["id"]
+        same(cls, row, expected)
+
+
+def test_rows_written_by_sql_parse(api):
+    """A row made in SQL (a migration, a trigger, psql) reads as a valid message too."""
+    conn, table, cls = api
+    conn.execute("""
+        INSERT INTO wire.everything (text, i64, u64, data, level, took, big_numbers, blobs,
+                                     amount, at, counts)
+        VALUES ('sql', 42, 18446744073709551615, '\\x00ff', 'LEVEL_LOW', interval '1 day 2 hours',
+                '{1,2}', ARRAY['\\x01'::bytea], 1.5, '2026-01-01 00:00:00+00', '{"k": "3"}')
+    """)
+    conn.commit()
+    (row,) = run(conn, rest.select(table, "text", "sql"))
+    message = parse(cls, row)
+    assert message.i64 == 42 and message.u64 == 2**64 - 1
+    assert message.data == b"\x00\xff" and list(message.blobs) == [b"\x01"]
+    assert message.took.ToTimedelta().total_seconds() == 26 * 3600
+    assert message.level == 1 and list(message.big_numbers) == [1, 2]
+    assert message.amount == "1.500" and message.counts == {"k": 3}
+    # Strings for the 64-bit kinds, as JavaScript bindings need them.
+    assert row["i64"] == "42" and row["big_numbers"] == ["1", "2"] and row["took"] == "93600s"
+
+
+def test_a_message_with_only_zero_values_can_be_created(api):
+    """proto3 JSON omits zero values; the columns' defaults are those zero values."""
+    conn, table, cls = api
+    (created,) = run(conn, rest.insert(table, proto_json(cls())))  # {}
+    message = parse(cls, created)
+    expected = cls(id=created["id"])
+    expected.anything.null_value = 0  # an unset Value reads back as null (the column's NULL)
+    assert message == expected, differences(message, expected)
+
+
+@pytest.mark.parametrize("body, error", [
+    ({"i64": "1.5"}, "invalid int64 value"),
+    ({"i64": "x"}, "invalid input syntax"),
+    ({"data": 5}, "invalid bytes value"),
+    ({"took": "3 parsecs"}, "invalid duration value"),
+    ({"level": "LOW"}, "everything_level_enum"),
+    ({"i64": "9223372036854775808"}, "out of range"),
+])
+def test_invalid_values_are_refused_by_the_database(api, body, error):
+    conn, table, cls = api
+    with pytest.raises(psycopg.Error) as refused:
+        run(conn, rest.insert(table, body))
+    assert error in str(refused.value)
+    conn.rollback()
+
+
+def test_camel_case_keys_are_refused_not_dropped(api):
+    """protobuf's default JSON names (lowerCamelCase) are not columns: PostgREST refuses the
+    request with PGRST204 (Plan.hs:955) instead of dropping the field."""
+    conn, table, cls = api
+    original = messages(cls)[0]
+    camel = json_format.MessageToDict(original)  # the default: json_name
+    assert "maybeI64" in camel
+    with pytest.raises(rest.ColumnNotFound, match="'bigNumbers' column of 'everything'"):
+        rest.insert(table, camel)
+
+
+def test_both_front_doors_give_the_same_wire_backend(wire):
+    """wire.textproto spells out what wire.proto's descriptors imply."""
+    from .support import from_textproto
+
+    files, _, _ = wire
+    config = from_textproto(WIRE / "wire.textproto", ["postgres", "relay"])
+    assert config == files
