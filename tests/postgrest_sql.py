@@ -70,7 +70,7 @@ def shape(conn, schema: str, table: str) -> TableShape:
               FROM pg_catalog.pg_attribute a
               JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-             WHERE a.attrelid = pg_catalog.format('%%I.%%I', %s::text, %s::text)::pg_catalog.regclass
+             WHERE a.attrelid = pg_catalog.format('%%I.%%I', %s::text, %s::text)::regclass
                AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
         """, (schema, table)).fetchall()
     to_json = {source: fn for source, target, fn in casts if target == "json"}

@@ -221,7 +221,7 @@ def test_a_message_with_only_zero_values_can_be_created(api):
     ({"i64": "9223372036854775808"}, "out of range"),
 ])
 def test_invalid_values_are_refused_by_the_database(api, body, error):
-    conn, table, cls = api
+    conn, table, _ = api
     with pytest.raises(psycopg.Error) as refused:
         run(conn, rest.insert(table, body))
     assert error in str(refused.value)
@@ -231,7 +231,7 @@ def test_invalid_values_are_refused_by_the_database(api, body, error):
 def test_camel_case_keys_are_refused_not_dropped(api):
     """protobuf's default JSON names (lowerCamelCase) are not columns: PostgREST refuses the
     request with PGRST204 (Plan.hs:955) instead of dropping the field."""
-    conn, table, cls = api
+    _, table, cls = api
     original = messages(cls)[0]
     camel = json_format.MessageToDict(original)  # the default: json_name
     assert "maybeI64" in camel
