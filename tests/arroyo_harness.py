@@ -409,12 +409,31 @@ def rewrite_windows(query: str) -> tuple[str, str, tuple[str, ...]]:
             "session", session.groups())
 
 
+def decode_json_value(value, data_type: pa.DataType):
+    """One JSON value as Arroyo's arrow-json decoder (its 52.1 fork) reads it into a column:
+    numeric columns take numbers or strings holding them, the whole string parsed
+    (reader/primitive_array.rs:106-113 with arrow-cast's parse.rs:456-495), which is how the
+    wire contract's int64 and decimal strings arrive; anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    if pa.types.is_integer(data_type):
+        if not re.fullmatch(r"[+-]?\d+", value):
+            raise PlanError(f"failed to parse {value!r} as {data_type}")
+        return int(value)
+    if pa.types.is_floating(data_type):
+        return float(value)
+    return value
+
+
 def execute(sql: str, events: list[dict], group_by: tuple[str, ...] = ()) -> list[dict]:
-    """Run the pipeline's results view over `events` (rows of its source table)."""
+    """Run the pipeline's results view over `events` (the JSON the relay writes, decoded as
+    Arroyo's source decodes it into its table's columns)."""
     parsed = parse(sql)
     source, source_name = parsed.tables[parsed.source_name], parsed.source_name
     query, kind, intervals = rewrite_windows(parsed.view_query)
-    rows = [dict(e) for e in events]
+    types = {f.name: f.type for f in source.schema}
+    rows = [{k: decode_json_value(v, types[k]) if k in types else v for k, v in e.items()}
+            for e in events]
     for row in rows:
         row["commit_watermark"] = row["commit_time"] - timedelta(seconds=5)
     ctx = SessionContext()

@@ -246,3 +246,44 @@ def test_both_front_doors_give_the_same_wire_backend(wire):
     files, _, _ = wire
     config = from_textproto(WIRE / "wire.textproto", ["postgres", "relay"])
     assert config == files
+
+
+def test_change_events_carry_the_same_json(wire, database, tmp_path):
+    """The relay's `row`/`old` values (SSE events, Dapr CloudEvents' data) parse into the
+    message too: real pgoutput from the generated publication, decoded as crud-relay does."""
+    from protoc_gen_crud.relay import pgoutput
+    from protoc_gen_crud.relay.events import RESERVED, change_data
+    from protoc_gen_crud.relay.service import Config
+
+    files, cls, _ = wire
+    assert database.migrate(files, tmp_path).returncode == 0
+    config_path = tmp_path / "relay.json"
+    config_path.write_text(files["relay/relay.json"])
+    config = Config.load(config_path, "", "")
+    table = config.tables[("wire", "everything")]
+    database.query("SELECT pg_create_logical_replication_slot('wire_test', 'pgoutput')")
+    try:
+        with database.connect() as conn:
+            shape = rest.shape(conn, "wire", "everything")
+            sent = messages(cls)
+            for message in sent:
+                (created,) = run(conn, rest.insert(shape, proto_json(message)))
+                message.id = created["id"]
+            changed = cls()
+            changed.CopyFrom(sent[0])
+            changed.took.FromJsonString("0.250s")
+            changed.data = b"\x00"
+            run(conn, rest.update(shape, {"took": "0.250s", "data": "AA=="}, "id", changed.id))
+        rows = database.query(
+            "SELECT data FROM pg_logical_slot_get_binary_changes('wire_test', NULL, NULL, "
+            f"'proto_version', '1', 'publication_names', '{config.publication}')")
+    finally:
+        database.query("SELECT pg_drop_replication_slot('wire_test')")
+    decoded = [pgoutput.decode(bytes(data)) for (data,) in rows]
+    relation = next(m for m in decoded if isinstance(m, pgoutput.Relation))
+    events = [change_data(relation, m, table, 0, 0)
+              for m in decoded if isinstance(m, pgoutput.Change)]
+    assert [e["action"] for e in events] == ["I"] * len(sent) + ["U"]
+    for event, expected in zip(events, [*sent, changed], strict=True):
+        row = {k: v for k, v in event.items() if k not in RESERVED}
+        same(cls, json.loads(json.dumps(row)), expected)

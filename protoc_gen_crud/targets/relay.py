@@ -47,7 +47,10 @@ def config(backend: Backend) -> dict:
             {"schema": backend.database.schema, "table": e.name, "entity": e.name,
              "topic": topic(e.name), "max_len": e.stream_max_len,
              "retention_max_len": e.stream_retention_max_len,
-             "trimmed_key": topic(e.name) + TRIMMED_SUFFIX}
+             "trimmed_key": topic(e.name) + TRIMMED_SUFFIX,
+             # Columns whose JSON is the wire domains' (pgoutput names only their oid).
+             "wire": {c.name: c.wire + ("[]" if c.sql_type.endswith("]") else "")
+                      for c in e.columns if c.domain}}
             for e in backend.streamed
         ],
     }

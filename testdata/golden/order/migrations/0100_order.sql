@@ -10,7 +10,7 @@
 CREATE TABLE IF NOT EXISTS "public"."order" (
     "id" uuid DEFAULT gen_random_uuid() NOT NULL,
     "customer_email" text NOT NULL,
-    "total_amount" numeric NOT NULL,
+    "total_amount" crud_meta.decimal_text NOT NULL,
     "status" text,
     "created_at" timestamp with time zone DEFAULT now() NOT NULL,
     "updated_at" timestamp with time zone DEFAULT now() NOT NULL,
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS "public"."order" (
 SELECT crud_meta.check_columns('public', 'order', ARRAY['#1', '#2', '#3', '#4', '@created_at', '@updated_at']::text[]);
 SELECT crud_meta.ensure_column('public', 'order', '#1', 'id', 'uuid', true, 'gen_random_uuid()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'order', '#2', 'customer_email', 'text', true, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('public', 'order', '#3', 'total_amount', 'numeric', true, NULL, false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('public', 'order', '#3', 'total_amount', 'crud_meta.decimal_text', true, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'order', '#4', 'status', 'text', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'order', '@created_at', 'created_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'order', '@updated_at', 'updated_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);

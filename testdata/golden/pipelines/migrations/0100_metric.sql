@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS "public"."metric" (
     "device" text,
     "temperature" double precision,
     "amount" integer,
-    "price" numeric,
+    "price" crud_meta.decimal_text,
     "note" text,
     "created_at" timestamp with time zone DEFAULT now() NOT NULL,
     "updated_at" timestamp with time zone DEFAULT now() NOT NULL,
@@ -25,7 +25,7 @@ SELECT crud_meta.ensure_column('public', 'metric', '@id', 'id', 'uuid', true, 'g
 SELECT crud_meta.ensure_column('public', 'metric', '#1', 'device', 'text', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'metric', '#2', 'temperature', 'double precision', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'metric', '#3', 'amount', 'integer', false, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('public', 'metric', '#4', 'price', 'numeric', false, NULL, false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('public', 'metric', '#4', 'price', 'crud_meta.decimal_text', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'metric', '#5', 'note', 'text', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'metric', '@created_at', 'created_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'metric', '@updated_at', 'updated_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);

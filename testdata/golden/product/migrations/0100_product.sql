@@ -10,7 +10,7 @@
 CREATE TABLE IF NOT EXISTS "public"."product" (
     "id" uuid DEFAULT gen_random_uuid() NOT NULL,
     "name" text NOT NULL,
-    "price" numeric NOT NULL,
+    "price" crud_meta.decimal_text NOT NULL,
     "category" text,
     "created_at" timestamp with time zone DEFAULT now() NOT NULL,
     "updated_at" timestamp with time zone DEFAULT now() NOT NULL,
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS "public"."product" (
 SELECT crud_meta.check_columns('public', 'product', ARRAY['#1', '#2', '#3', '#4', '@created_at', '@updated_at']::text[]);
 SELECT crud_meta.ensure_column('public', 'product', '#1', 'id', 'uuid', true, 'gen_random_uuid()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'product', '#2', 'name', 'text', true, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('public', 'product', '#3', 'price', 'numeric', true, NULL, false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('public', 'product', '#3', 'price', 'crud_meta.decimal_text', true, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'product', '#4', 'category', 'text', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'product', '@created_at', 'created_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'product', '@updated_at', 'updated_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);

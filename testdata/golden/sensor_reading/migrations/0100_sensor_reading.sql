@@ -10,8 +10,8 @@
 CREATE TABLE IF NOT EXISTS "public"."sensor_reading" (
     "id" uuid DEFAULT gen_random_uuid() NOT NULL,
     "device_id" text,
-    "temperature" numeric,
-    "humidity" numeric,
+    "temperature" crud_meta.decimal_text,
+    "humidity" crud_meta.decimal_text,
     "location" jsonb,
     "created_at" timestamp with time zone DEFAULT now() NOT NULL,
     "updated_at" timestamp with time zone DEFAULT now() NOT NULL,
@@ -22,8 +22,8 @@ CREATE TABLE IF NOT EXISTS "public"."sensor_reading" (
 SELECT crud_meta.check_columns('public', 'sensor_reading', ARRAY['@id', '#1', '#2', '#3', '#4', '@created_at', '@updated_at']::text[]);
 SELECT crud_meta.ensure_column('public', 'sensor_reading', '@id', 'id', 'uuid', true, 'gen_random_uuid()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'sensor_reading', '#1', 'device_id', 'text', false, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('public', 'sensor_reading', '#2', 'temperature', 'numeric', false, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('public', 'sensor_reading', '#3', 'humidity', 'numeric', false, NULL, false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('public', 'sensor_reading', '#2', 'temperature', 'crud_meta.decimal_text', false, NULL, false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('public', 'sensor_reading', '#3', 'humidity', 'crud_meta.decimal_text', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'sensor_reading', '#4', 'location', 'jsonb', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'sensor_reading', '@created_at', 'created_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('public', 'sensor_reading', '@updated_at', 'updated_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);

@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS "shop"."customer" (
     "id" uuid DEFAULT gen_random_uuid() NOT NULL,
     "email" text NOT NULL,
     "name" text NOT NULL,
-    "tier" text DEFAULT 'basic'::text NOT NULL,
+    "tier" text DEFAULT 'TIER_BASIC'::text NOT NULL,
     "user_id" text DEFAULT crud_meta.jwt_claim('sub') NOT NULL,
     "created_at" timestamp with time zone DEFAULT now() NOT NULL,
     "updated_at" timestamp with time zone DEFAULT now() NOT NULL,
@@ -24,15 +24,16 @@ SELECT crud_meta.check_columns('shop', 'customer', ARRAY['#1', '#2', '#3', '#4',
 SELECT crud_meta.ensure_column('shop', 'customer', '#1', 'id', 'uuid', true, 'gen_random_uuid()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'customer', '#2', 'email', 'text', true, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'customer', '#3', 'name', 'text', true, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('shop', 'customer', '#4', 'tier', 'text', true, '''basic''::text', false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('shop', 'customer', '#4', 'tier', 'text', true, '''TIER_BASIC''::text', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'customer', '#5', 'user_id', 'text', true, 'crud_meta.jwt_claim(''sub'')', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'customer', '@created_at', 'created_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'customer', '@updated_at', 'updated_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 
+SELECT crud_meta.rename_values('shop', 'customer', 'tier', 'customer_tier_enum', ARRAY['basic', 'gold']::text[], ARRAY['TIER_BASIC', 'TIER_GOLD']::text[]);
 SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_email_pattern', 'CHECK ("email" ~ ''^[^@\s]+@[^@\s]+$'')');
 SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_name_min_length', 'CHECK (char_length("name") >= 1)');
 SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_name_max_length', 'CHECK (char_length("name") <= 200)');
-SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_tier_enum', 'CHECK ("tier" IN (''basic'', ''gold''))');
+SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_tier_enum', 'CHECK ("tier" IN (''TIER_UNSPECIFIED'', ''TIER_BASIC'', ''TIER_GOLD''))');
 SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_email_key', 'UNIQUE ("email")');
 SELECT crud_meta.prune_constraints('shop', 'customer', '{c,u}', ARRAY['customer_email_pattern', 'customer_name_min_length', 'customer_name_max_length', 'customer_tier_enum', 'customer_email_key']::text[]);
 

@@ -1,7 +1,9 @@
-"""Column values as PostgREST would show them in JSON, from pgoutput's text form."""
+"""Column values as the API shows them in JSON (the entity message's proto3 JSON, as
+PostgREST writes it through the wire domains), from pgoutput's text form."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -83,7 +85,51 @@ ARRAYS: dict[int, Callable[[str], object]] = {
 }
 
 
-def converter(type_oid: int) -> Callable[[str], object]:
+def _bytes(text: str) -> str:
+    """bytea's hex output (\\x0102) -> standard base64, as crud_meta.wire_bytes_out."""
+    return base64.b64encode(bytes.fromhex(text[2:])).decode()
+
+
+_INTERVAL_UNITS = {"year": 365.25 * 86400, "mon": 30 * 86400, "day": 86400}
+_INTERVAL = re.compile(r"(-?\d+) (year|mon|day)s?")
+_CLOCK = re.compile(r"(-)?(\d+):(\d\d):(\d\d)(?:\.(\d+))?$")
+
+
+def _duration(text: str) -> str:
+    """An interval in PostgreSQL's default output style ("1 day -02:00:03.5") -> a proto
+    Duration's JSON ("79196.500s"), as crud_meta.wire_duration_out: months count 30 days and
+    years 365.25 (extract(epoch) does the same), microsecond precision."""
+    micros = 0
+    for count, unit in _INTERVAL.findall(text):
+        micros += round(int(count) * _INTERVAL_UNITS[unit] * 1_000_000)
+    clock = _CLOCK.search(text)
+    if clock:
+        sign, hours, minutes, seconds, fraction = clock.groups()
+        part = ((int(hours) * 60 + int(minutes)) * 60 + int(seconds)) * 1_000_000
+        part += int((fraction or "").ljust(6, "0")[:6])
+        micros += -part if sign else part
+    whole, fraction = divmod(abs(micros), 1_000_000)
+    sign = "-" if micros < 0 else ""
+    if fraction == 0:
+        return f"{sign}{whole}s"
+    if fraction % 1000 == 0:
+        return f"{sign}{whole}.{fraction // 1000:03d}s"
+    return f"{sign}{whole}.{fraction:06d}s"
+
+
+# Columns in a wire domain (relay.json names them: pgoutput only gives the domain's oid).
+WIRE: dict[str, Callable[[str], object]] = {
+    "int64": _text, "decimal": _text, "bytes": _bytes, "duration": _duration,
+}
+
+
+def converter(type_oid: int, wire: str = "") -> Callable[[str], object]:
+    """How one column's text becomes JSON; `wire` is its wire kind, "[]"-suffixed for lists."""
+    if wire:
+        element = WIRE[wire.removesuffix("[]")]
+        if wire.endswith("[]"):
+            return lambda text: parse_array(text, element)
+        return element
     scalar = SCALARS.get(type_oid)
     if scalar is not None:
         return scalar

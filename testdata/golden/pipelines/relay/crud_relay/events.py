@@ -28,15 +28,19 @@ class Table:
     max_len: int
     retention_max_len: int = 0  # 0: the same as max_len
     trimmed_key: str = ""  # where the newest trimmed-away id is recorded ("" : topic.trimmed)
+    wire: dict[str, str] | None = None  # column -> wire kind ("int64", "bytes[]", ...)
 
 
 def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
-def row(relation: Relation, values: list[object], fallback: list[object] | None = None) -> dict:
+def row(relation: Relation, values: list[object], fallback: list[object] | None = None,
+        wire: dict[str, str] | None = None) -> dict:
     if not relation.converters:
-        relation.converters = [(c.name, converter(c.type_oid)) for c in relation.columns]
+        wire = wire or {}
+        relation.converters = [(c.name, converter(c.type_oid, wire.get(c.name, "")))
+                               for c in relation.columns]
     out = {}
     for (name, convert), value, i in zip(relation.converters, values, range(len(values)),
                                          strict=True):
@@ -52,11 +56,11 @@ def change_data(relation: Relation, change: Change, table: Table, commit_lsn: in
 
     `commit_iso` is the commit time already formatted (once per transaction)."""
     data: dict = {"table_name": table.entity, "action": change.action}
-    old = row(relation, change.old) if change.old is not None else None
+    old = row(relation, change.old, wire=table.wire) if change.old is not None else None
     if change.action == "D":
         data.update(old or {})
     else:
-        data.update(row(relation, change.new or [], change.old))
+        data.update(row(relation, change.new or [], change.old, table.wire))
     if old is not None:
         data["old"] = old
     data["commit_time"] = commit_iso or commit_time(commit_us).isoformat()

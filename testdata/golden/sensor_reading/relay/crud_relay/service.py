@@ -65,7 +65,8 @@ class Config:
         tables = {
             (t["schema"], t["table"]): Table(t["entity"], t["topic"], t["max_len"],
                                              t.get("retention_max_len", t["max_len"]),
-                                             t.get("trimmed_key", t["topic"] + ".trimmed"))
+                                             t.get("trimmed_key", t["topic"] + ".trimmed"),
+                                             t.get("wire", {}))
             for t in raw["tables"]
         }
         return cls(raw["slot"], raw["publication"], raw["pubsub"], raw["source"], tables,

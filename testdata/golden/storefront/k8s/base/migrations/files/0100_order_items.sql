@@ -12,7 +12,7 @@ CREATE TABLE IF NOT EXISTS "shop"."order_items" (
     "product_id" uuid NOT NULL,
     "customer_id" uuid,
     "quantity" integer NOT NULL,
-    "price" numeric(10,2) NOT NULL,
+    "price" crud_meta.decimal_text_10_2 NOT NULL,
     "shipped_at" timestamp with time zone,
     "created_at" timestamp with time zone DEFAULT now() NOT NULL,
     "updated_at" timestamp with time zone DEFAULT now() NOT NULL,
@@ -25,7 +25,7 @@ SELECT crud_meta.ensure_column('shop', 'order_items', '#1', 'id', 'bigint', true
 SELECT crud_meta.ensure_column('shop', 'order_items', '#2', 'product_id', 'uuid', true, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'order_items', '#3', 'customer_id', 'uuid', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'order_items', '#4', 'quantity', 'integer', true, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('shop', 'order_items', '#5', 'price', 'numeric(10,2)', true, NULL, false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('shop', 'order_items', '#5', 'price', 'crud_meta.decimal_text_10_2', true, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'order_items', '#6', 'shipped_at', 'timestamp with time zone', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'order_items', '@created_at', 'created_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'order_items', '@updated_at', 'updated_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);

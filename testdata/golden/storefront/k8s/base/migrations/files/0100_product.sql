@@ -9,8 +9,8 @@ CREATE TABLE IF NOT EXISTS "shop"."product" (
     "id" uuid DEFAULT gen_random_uuid() NOT NULL,
     "sku" text NOT NULL,
     "name" text NOT NULL,
-    "price" numeric(10,2) NOT NULL,
-    "cost" numeric(10,2) NOT NULL,
+    "price" crud_meta.decimal_text_10_2 NOT NULL,
+    "cost" crud_meta.decimal_text_10_2 NOT NULL,
     "category" text,
     "attributes" jsonb,
     "tags" text[] DEFAULT '{}'::text[] NOT NULL,
@@ -26,8 +26,8 @@ SELECT crud_meta.check_columns('shop', 'product', ARRAY['#1', '#2', '#3', '#4', 
 SELECT crud_meta.ensure_column('shop', 'product', '#1', 'id', 'uuid', true, 'gen_random_uuid()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'product', '#2', 'sku', 'text', true, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'product', '#3', 'name', 'text', true, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('shop', 'product', '#4', 'price', 'numeric(10,2)', true, NULL, false, ARRAY[]::text[]);
-SELECT crud_meta.ensure_column('shop', 'product', '#5', 'cost', 'numeric(10,2)', true, NULL, false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('shop', 'product', '#4', 'price', 'crud_meta.decimal_text_10_2', true, NULL, false, ARRAY[]::text[]);
+SELECT crud_meta.ensure_column('shop', 'product', '#5', 'cost', 'crud_meta.decimal_text_10_2', true, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'product', '#6', 'category', 'text', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'product', '#7', 'attributes', 'jsonb', false, NULL, false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'product', '#8', 'tags', 'text[]', true, '''{}''::text[]', false, ARRAY[]::text[]);
