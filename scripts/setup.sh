@@ -29,6 +29,16 @@ apt_install() {
 
 if [ "${1:-}" = "--system" ]; then
     apt_install "${SYSTEM_PACKAGES[@]}"
+    # protobuf-es for the wire-contract tests: the machine's Node.js, else Debian's.
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        apt_install nodejs npm
+    fi
+    node_stamp=tests/node/node_modules/.crud-setup
+    node_want=$(sha256sum tests/node/package-lock.json | cut -d' ' -f1)
+    if [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_want" ]; then
+        (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$node_want" > "$node_stamp"
+    fi
 fi
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

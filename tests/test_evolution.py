@@ -102,10 +102,12 @@ def test_change_an_index_definition_in_place(v1, tmp_path):
 def test_widen_a_type(v1, tmp_path):
     before = all_rows(v1, "label", "quantity")
     assert upgrade(v1, tmp_path, V1.replace("int32 quantity", "int64 quantity")).returncode == 0
-    # int64 is a bigint in the domain that writes it as a JSON string (the wire contract).
-    assert columns(v1)["quantity"] == ("crud_meta.int64", True)
-    assert v1.query("SELECT typbasetype::regtype::text FROM pg_type "
-                    "WHERE oid = 'crud_meta.int64'::regtype") == [("bigint",)]
+    # int64 is a bigint in the domain that writes it as a JSON string (the wire contract),
+    # the variant whose default is 0 (the field has implicit presence).
+    assert columns(v1)["quantity"] == ("crud_meta.int64_zero", True)
+    assert v1.query("SELECT typbasetype::regtype::text, pg_get_expr(typdefaultbin, 0) "
+                    "FROM pg_type WHERE oid = 'crud_meta.int64_zero'::regtype") == [
+        ("bigint", "'0'::bigint")]
     assert all_rows(v1, "label", "quantity") == before
     v1.query("INSERT INTO item (label, quantity) VALUES ('big', 9000000000)")
 
