@@ -306,7 +306,11 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
             # proto3 JSON omits a field at its zero value: the column's default must be
             # that value, or the message cannot be written as a binding serializes it.
             zero = _zero_value(field, out, enum)
-            if (zero is not None and not out.HasField("default_value")
+            # proto2/editions required fields are always serialized: no default needed.
+            required = (field.label == F.LABEL_REQUIRED or field.options.features.field_presence
+                        == descriptor_pb2.FeatureSet.LEGACY_REQUIRED)
+            if (zero is not None and not required
+                    and not out.HasField("default_value")
                     and not out.HasField("default_expression")
                     and not out.constraints.primary_key and field.name != "id"
                     and not out.constraints.foreign_key.entity):
@@ -333,6 +337,8 @@ def _zero_value(field: F, out: pb.Field,
     if enum is not None:
         zero = next((v.name for v in enum.value if v.number == 0), None)
         return zero if zero in out.constraints.enum_values else None
+    if out.constraints.enum_values:
+        return None  # the user's own list of values decides; "" or 0 may not be one
     if field.type == F.TYPE_STRING:
         return "" if out.type == pb.SQL_TYPE_TEXT else None
     if field.type in _NUMBER_FIELDS:

@@ -172,3 +172,62 @@ def test_upgrade_applied_twice_is_a_no_op(v1, tmp_path):
     assert upgrade(v1, tmp_path, body).returncode == 0
     again = v1.migrate(read_tree(tmp_path / "v2" / "out"), tmp_path / "db")
     assert again.returncode == 0 and "applying" not in again.stdout
+
+
+BEFORE_WIRE = """
+message Item {
+  option (crud.v1.entity) = {};
+  string label = 1;
+  optional string status = 2 [(crud.v1.field).constraints = {enum_values: ["pending", "paid"]}];
+  int64 big = 3;
+  bytes data = 4;
+}
+"""
+WIRE = """
+message Item {
+  option (crud.v1.entity) = {};
+  enum Status {
+    STATUS_UNSPECIFIED = 0;
+    STATUS_PENDING = 1;
+    STATUS_PAID = 2;
+  }
+  string label = 1;
+  optional Status status = 2;
+  int64 big = 3;
+  bytes data = 4;
+}
+"""
+
+
+def test_a_database_from_before_the_wire_contract_converges(database, tmp_path):
+    """Versions before the wire contract stored a proto enum by short lower-case names
+    (`paid`) and 64-bit integers and bytes in plain bigint and bytea columns. Today's
+    migrations rewrite the names to value names (STATUS_PAID) and move the columns into the
+    wire domains; no row is lost or changed otherwise."""
+    done = database.migrate(generate(tmp_path, "v1", BEFORE_WIRE), tmp_path / "db")
+    assert done.returncode == 0, done.stderr
+    # What that version made: plain types, no domains.
+    database.query("ALTER TABLE item ALTER COLUMN big TYPE bigint, "
+                   "ALTER COLUMN data TYPE bytea")
+    database.query("INSERT INTO item (label, status, big, data) "
+                   "SELECT 'item ' || i, (ARRAY['pending', 'paid', NULL])[i % 3 + 1], "
+                   "i * 9007199254740993 % 9223372036854775807, int8send(i) "
+                   "FROM generate_series(1, 60) i")
+    before = database.query("SELECT label, status, big, data FROM item ORDER BY label")
+    done = upgrade(database, tmp_path, WIRE)
+    assert done.returncode == 0, done.stderr
+    after = database.query("SELECT label, status, big::bigint, data::bytea FROM item "
+                           "ORDER BY label")
+    names = {"pending": "STATUS_PENDING", "paid": "STATUS_PAID", None: None}
+    assert after == [(label, names[status], big, data) for label, status, big, data in before]
+    assert {s for _, s, _, _ in after} == {"STATUS_PENDING", "STATUS_PAID", None}
+    kinds = columns(database)
+    assert kinds["big"] == ("crud_meta.int64_zero", True)
+    assert kinds["data"] == ("crud_meta.bytes_zero", True)
+    with pytest.raises(Exception, match="item_status_enum"):
+        database.query("INSERT INTO item (label, status) VALUES ('old', 'paid')")
+    # Applying again changes nothing.
+    (tmp_path / "again").mkdir()
+    assert upgrade(database, tmp_path / "again", WIRE).returncode == 0
+    assert database.query("SELECT label, status, big::bigint, data::bytea FROM item "
+                          "ORDER BY label") == after

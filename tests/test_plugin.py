@@ -105,17 +105,26 @@ def test_presence_decides_null_and_types_are_inferred(tmp_path):
     done = protoc(tmp_path / "shapes.proto", tmp_path / "out", parameter="target=postgres")
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "out" / "migrations" / "0100_shape.sql").read_text()
+    # Implicit presence: NOT NULL with the zero value as default (proto3 JSON leaves zero
+    # values out); 64-bit integers, decimals and bytes in their wire domains.
     for line in [
-        '"label" text NOT NULL,', '"note" text,', '"small" integer NOT NULL,',
-        '"big" bigint NOT NULL,', '"huge" numeric(20,0) NOT NULL,', '"flag" boolean NOT NULL,',
-        '"ratio" double precision NOT NULL,', '"rough" real NOT NULL,',
-        '"blob" bytea NOT NULL,', '"seen_at" timestamp with time zone,',
-        '"kind" text NOT NULL,', "\"labels\" text[] DEFAULT '{}'::text[] NOT NULL,",
+        "\"label\" text DEFAULT ''::text NOT NULL,", '"note" text,',
+        "\"small\" integer DEFAULT '0'::integer NOT NULL,",
+        "\"big\" crud_meta.int64_zero DEFAULT '0'::bigint NOT NULL,",
+        "\"huge\" crud_meta.decimal_text_20_0_zero DEFAULT '0'::numeric(20,0) NOT NULL,",
+        "\"flag\" boolean DEFAULT 'false'::boolean NOT NULL,",
+        "\"ratio\" double precision DEFAULT '0'::double precision NOT NULL,",
+        "\"rough\" real DEFAULT '0'::real NOT NULL,",
+        "\"blob\" crud_meta.bytes_zero DEFAULT ''::bytea NOT NULL,",
+        '"seen_at" timestamp with time zone,',
+        "\"kind\" text DEFAULT 'KIND_UNSPECIFIED'::text NOT NULL,",
+        "\"labels\" text[] DEFAULT '{}'::text[] NOT NULL,",
         "\"extra\" jsonb DEFAULT '{}'::jsonb NOT NULL,", '"maybe" integer,', '"forced" text,',
         '"left" text,', '"right" text,',
     ]:
         assert f"    {line}" in table, line
-    assert "CHECK (\"kind\" IN (''round'', ''square_ish''))" in table
+    assert ("CHECK (\"kind\" IN (''KIND_UNSPECIFIED'', ''KIND_ROUND'', ''KIND_SQUARE_ISH''))"
+            in table)
 
 
 def test_proto2_and_editions_presence(tmp_path):
@@ -140,7 +149,7 @@ def test_proto2_and_editions_presence(tmp_path):
         }
     """)
     for name, expected in (("two", ['"code" text NOT NULL,', '"note" text,']),
-                           ("ed", ['"plain" text,', '"strict" text NOT NULL,'])):
+                           ("ed", ['"plain" text,', "\"strict\" text DEFAULT ''::text NOT NULL,"])):
         done = protoc(tmp_path / f"{name}.proto", tmp_path / name, parameter="target=postgres")
         assert done.returncode == 0, done.stderr
         table = next((tmp_path / name / "migrations").glob("0100_*.sql")).read_text()

@@ -2,13 +2,15 @@
 
 Real PostgreSQL (wal_level=logical), real Redis, crud-relay and the generated gateway on real
 nginx, brought up by the LocalStack launcher. Expected events come from the statements
-themselves (`RETURNING to_jsonb(...)`, PostgreSQL's own JSON of the row), not from the relay.
+themselves (the changed rows as PostgREST writes them: to_jsonb of the row read through the
+wire domains' json casts), not from the relay.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import time
 from urllib.parse import quote
@@ -18,6 +20,7 @@ import pytest
 
 from protoc_gen_crud.devstack import LocalStack
 
+from . import postgrest_sql as rest
 from .support import EXAMPLES, EXAMPLES_DIR, call, from_textproto, write_tree
 
 # Per example: (entity, statement) in execution order. Each statement returns the changed
@@ -61,7 +64,7 @@ SCRIPTS: dict[str, list[tuple[str, str]]] = {
                         "SELECT id, 2, price FROM shop.product WHERE sku = 'LAP-1' "
                         "RETURNING to_jsonb(order_items)"),
         ("product", "DELETE FROM shop.product WHERE sku = 'BK-2' RETURNING to_jsonb(product)"),
-        ("customer", "UPDATE shop.customer SET tier = 'gold' WHERE user_id = 'bob' "
+        ("customer", "UPDATE shop.customer SET tier = 'TIER_GOLD' WHERE user_id = 'bob' "
                      "RETURNING to_jsonb(customer)"),
     ],
     "pipelines": [
@@ -173,8 +176,20 @@ def stack(request, test_host, pg, redis_server, recording, tmp_path_factory):
 
 
 def execute(stack: LocalStack, sql: str) -> list[dict]:
+    """Run a statement `... RETURNING to_jsonb(<table>)`; the changed rows as the API writes
+    them: through the wire domains' json casts, as PostgREST applies them (postgrest_sql)."""
+    returning = re.search(r" RETURNING to_jsonb\((\"?\w+\"?)\)$", sql)
+    target = re.match(r"(?:INSERT INTO|UPDATE|DELETE FROM) ([\w.\"]+)", sql)
+    assert returning and target, sql
     with psycopg.connect(stack.pg.dsn(stack.database), autocommit=True) as conn:
-        return [row[0] for row in conn.execute(sql).fetchall()]
+        schema, table = conn.execute(
+            "SELECT relnamespace::regnamespace::text, relname::text FROM pg_class "
+            "WHERE oid = to_regclass(%s)", (target.group(1),)).fetchone()
+        shape = rest.shape(conn, schema.strip('"'), table)
+        statement = sql[:returning.start()] + " RETURNING *"
+        wrapped = (f"WITH pgrst_source AS ({statement}) SELECT to_jsonb(_t) FROM "
+                   f"(SELECT {rest.select_list(shape, 'pgrst_source')} FROM pgrst_source) _t")
+        return [row[0] for row in conn.execute(wrapped).fetchall()]
 
 
 def expected_events(stack: LocalStack, script) -> dict[str, list[tuple[str, dict]]]:

@@ -86,12 +86,13 @@ def verify(stack: LocalStack, writer: Writer, client: SseClient | None) -> None:
     wait_for_length(stack, TOTAL)
     time.sleep(0.5)  # anything extra would arrive now
     entries = stack.redis.client().xrange(TOPIC)
-    seen = [json.loads(fields[b"data"])["data"]["n"] for _, fields in entries]
+    # n is a BIGINT: a JSON string on the wire (int64 in proto3 JSON).
+    seen = [int(json.loads(fields[b"data"])["data"]["n"]) for _, fields in entries]
     assert len(seen) == TOTAL, f"{len(seen) - len(set(seen))} duplicates"
     assert seen == table, "stream order is not commit order"
     if client is not None:
         events = client.events(TOTAL + 1, timeout=5)
-        assert [data["n"] for _, data in events] == table
+        assert [int(data["n"]) for _, data in events] == table
 
 
 def test_relay_killed_mid_burst(stack):
