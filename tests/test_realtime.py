@@ -202,6 +202,7 @@ def expected_events(stack: LocalStack, script) -> dict[str, list[tuple[str, dict
     return expected
 
 
+@pytest.mark.one_major
 def test_every_change_reaches_sse_once_in_commit_order(stack):
     name, running = stack
     entities = sorted({entity for entity, _ in SCRIPTS[name]})
@@ -227,6 +228,7 @@ def test_every_change_reaches_sse_once_in_commit_order(stack):
             client.close()
 
 
+@pytest.mark.one_major
 def test_resume_with_last_event_id(stack):
     name, running = stack
     entity, insert = INSERTS[name]
@@ -254,6 +256,7 @@ def test_resume_with_last_event_id(stack):
                    for i, _ in got)
 
 
+@pytest.mark.one_major
 def test_history_filters_and_heartbeats(stack):
     name, _ = stack
     entity = SCRIPTS[name][0][0]

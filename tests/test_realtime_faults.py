@@ -95,6 +95,7 @@ def verify(stack: LocalStack, writer: Writer, client: SseClient | None) -> None:
         assert [int(data["n"]) for _, data in events] == table
 
 
+@pytest.mark.one_major
 def test_relay_killed_mid_burst(stack):
     client = SseClient("/stream/sse/tick")
     writer = Writer(stack.pg.dsn(stack.database))
@@ -122,6 +123,7 @@ def test_redis_killed_mid_burst(stack):
     assert "skipped replayed changes" in log
 
 
+@pytest.mark.one_major
 def test_postgres_restarted_mid_burst(stack):
     client = SseClient("/stream/sse/tick")
     writer = Writer(stack.pg.dsn(stack.database))
