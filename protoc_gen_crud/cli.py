@@ -34,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--request", help="replay a CodeGeneratorRequest saved by the plugin")
     parser.add_argument("--token", metavar="ROLE",
                         help="print an HS256 API token for ROLE signed with $PGRST_JWT_SECRET "
-                             "(e.g. crud_pipeline for CRUD_PIPELINE_TOKEN) and exit; with a "
-                             "config, the role goes in its role_claim and its audience in aud")
+                             "(e.g. crud_pipeline for CRUD_PIPELINE_TOKEN) and exit; the "
+                             "backend's role_claim and audience come from the config (a "
+                             "textproto or a .proto file) or --request, which one of them "
+                             "must give")
     parser.add_argument("--version", action="version", version=f"crud-gen {__version__}")
     args = parser.parse_args(argv)
     if args.token:
@@ -44,18 +46,22 @@ def main(argv: list[str] | None = None) -> int:
             print("crud-gen: set PGRST_JWT_SECRET (32+ characters) to sign the token",
                   file=sys.stderr)
             return 2
-        role_claim, audience = "role", ""
-        if args.config:
-            try:
-                auth = token_settings(Path(args.config))
-            except GenerationError as exc:
-                print(exc, file=sys.stderr)
-                return 1
-            except (OSError, UnicodeDecodeError) as exc:
-                print(f"crud-gen: cannot read {args.config}: {exc}", file=sys.stderr)
-                return 2
-            role_claim, audience = auth.role_claim, auth.audience
-        print(service_token(args.token, secret, role_claim, audience))
+        if bool(args.config) == bool(args.request):
+            # Without the backend's settings a token could name the wrong claim or lack the
+            # audience, and PostgREST would refuse it or run it as anon: never guess.
+            parser.error("--token needs the backend: give its config (textproto or .proto) "
+                         "or --request")
+        try:
+            auth = token_settings(Path(args.config) if args.config else None,
+                                  Path(args.request) if args.request else None)
+        except GenerationError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        except (OSError, UnicodeDecodeError, RuntimeError) as exc:
+            print(f"crud-gen: cannot read {args.config or args.request}: {exc}",
+                  file=sys.stderr)
+            return 2
+        print(service_token(args.token, secret, auth.role_claim, auth.audience))
         return 0
     if bool(args.config) == bool(args.request):
         parser.error("give a config file or --request, not both")
@@ -91,10 +97,37 @@ def main(argv: list[str] | None = None) -> int:
 MANIFEST = ".crud-gen-manifest"
 
 
-def token_settings(config: Path) -> model.Auth:
-    """The auth settings of a textproto config (role claim, audience) for --token."""
-    message, sources = textproto.load(config.read_text(encoding="utf-8"), str(config))
+def token_settings(config: Path | None, request: Path | None = None) -> model.Auth:
+    """The backend's auth settings (role claim, audience) for --token: from a textproto
+    config, a .proto file (read through protoc and the plugin, as buf would) or a saved
+    CodeGeneratorRequest."""
+    if request is not None:
+        saved = plugin_pb2.CodeGeneratorRequest.FromString(request.read_bytes())
+        message, sources = descriptors.load(saved)
+    elif config.suffix == ".proto":
+        message, sources = descriptors.load(_request_of(config))
+    else:
+        message, sources = textproto.load(config.read_text(encoding="utf-8"), str(config))
     return builder.build(message, sources).auth
+
+
+def _request_of(proto: Path) -> plugin_pb2.CodeGeneratorRequest:
+    """The CodeGeneratorRequest protoc makes for one .proto (its folder on the import path)."""
+    import subprocess
+    import tempfile
+
+    from .devloop import protoc_command
+    from .plugin import DUMP_VARIABLE
+
+    with tempfile.TemporaryDirectory(prefix="crud-token-") as folder:
+        dump = Path(folder) / "request.bin"
+        done = subprocess.run(
+            protoc_command(proto.resolve().parent, Path(folder) / "out", proto.name),
+            cwd=proto.resolve().parent, capture_output=True, text=True,
+            env={**os.environ, DUMP_VARIABLE: str(dump)})
+        if not dump.exists():
+            raise RuntimeError(done.stderr.strip() or "protoc failed")
+        return plugin_pb2.CodeGeneratorRequest.FromString(dump.read_bytes())
 
 
 def service_token(role: str, secret: str, role_claim: str = "role", audience: str = "") -> str:

@@ -352,6 +352,7 @@ class Delivery:
     queue_depth: int
     processing_timeout: int
     redeliver_interval: int
+    topics: int = 1  # topics the app subscribes to: one poller each
 
     @property
     def budget(self) -> float:
@@ -362,9 +363,10 @@ class Delivery:
 
     @property
     def in_flight(self) -> int:
-        """Messages read from Redis and not yet done: the workers' plus a full queue plus a
-        read batch waiting to be queued (redis.go:87, 89-96, 271, 285-287)."""
-        return self.concurrency + 2 * self.queue_depth
+        """Messages read from Redis and not yet done: the workers' plus a full queue plus,
+        per subscribed topic, its poller's read batch waiting to be queued (redis.go:87,
+        89-96, 133-163 one poller per Subscribe, 271, 285-287)."""
+        return self.concurrency + self.queue_depth + self.topics * self.queue_depth
 
     @property
     def last_done(self) -> float:
@@ -374,7 +376,7 @@ class Delivery:
 
 
 def delivery(pubsub: Decoded, resiliency: dict, pubsub_name: str,
-             ignored: list[str]) -> Delivery:
+             ignored: list[str], topics: int = 1) -> Delivery:
     """The inbound policy of the pub/sub component (resiliency.go:822-836)."""
     policies = resiliency["spec"]["policies"]
     names = resiliency["spec"]["targets"]["components"].get(pubsub_name, {}).get("inbound", {})
@@ -386,4 +388,4 @@ def delivery(pubsub: Decoded, resiliency: dict, pubsub_name: str,
     return Delivery(timeout, len(waits) + 1, tuple(waits), int(pubsub.settings["concurrency"]),
                     int(pubsub.settings["queueDepth"]),
                     int(pubsub.settings["processingTimeout"]),
-                    int(pubsub.settings["redeliverInterval"]))
+                    int(pubsub.settings["redeliverInterval"]), topics)

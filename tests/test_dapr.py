@@ -25,7 +25,7 @@ import yaml
 from protoc_gen_crud.targets import dapr as target
 
 from . import dapr_rules as rules
-from .support import EXAMPLES, EXAMPLES_DIR, from_textproto, model_of, shared_file
+from .support import EXAMPLES, EXAMPLES_DIR, from_text, from_textproto, model_of, shared_file
 
 REFERENCE = "reference/dapr/jsonschema"
 # Metadata keys documented for each component type (components-contrib metadata.yaml), plus
@@ -289,6 +289,29 @@ def test_retries_end_before_a_message_in_flight_is_reclaimed(name):
     print(f"{name}: budget {timing.budget / 1e9:.3f} s, last in flight done after "
           f"{timing.last_done / 1e9:.3f} s, processingTimeout "
           f"{timing.processing_timeout / 1e9:.0f} s")
+
+
+def test_an_app_on_many_topics_is_not_redelivered_while_retrying():
+    """Each subscribed topic has its own poller holding a read batch (redis.go:133-163, 271),
+    so an app on K topics holds 2 + K messages: processingTimeout grows with the most topics
+    one app subscribes to."""
+    entities = "".join(f"""
+        entity {{ name: "e{i}" fields {{ name: "x" type: SQL_TYPE_TEXT }}
+                 stream {{ subscribers {{ app_id: "busy" route: "/e{i}" }} }} }}"""
+                       for i in range(4))
+    files = from_text(entities, targets=["dapr"])
+    resources = [yaml.safe_load(text) for path, text in files.items() if path.endswith(".yaml")]
+    pubsub = next(r for r in resources if r["kind"] == "Component"
+                  and r["spec"]["type"] == "pubsub.redis")
+    resiliency = next(r for r in resources if r["kind"] == "Resiliency")
+    topics = sum(1 for r in resources if r["kind"] == "Subscription" and r["scopes"] == ["busy"])
+    assert topics == 4
+    timing = rules.delivery(rules.decode_pubsub_redis(pubsub, "busy"), resiliency,
+                            "crud-pubsub", [], topics=topics)
+    assert timing.in_flight == 6
+    assert timing.last_done < timing.processing_timeout
+    # The one-topic value would not do: the check sees the difference.
+    assert timing.last_done > 90 * rules.SECOND
 
 
 def test_the_timing_check_fails_the_previous_settings():

@@ -5,8 +5,11 @@ images, no secret values, limits, non-root).
 Built-in kinds are validated strictly (unknown fields are errors) with `kubernetes-validate`
 for Kubernetes 1.32; CloudNativePG resources with the strict schemas of its v1.30.0 CRDs
 (../shared/reference/k8s) and Dapr resources with the strict schemas of Dapr's CRDs
-(../shared/reference/k8s and ../shared/reference/dapr/jsonschema). Each check is shown to
-fail on a deliberately broken copy.
+(../shared/reference/k8s and ../shared/reference/dapr/jsonschema). Those CRD schemas leave
+Resiliency and HTTPEndpoint open (an unknown key passes), so both kinds, here and in the dapr
+target's dapr/ folder, are also checked against Dapr 1.14.4's own Go types (dapr_strict.py:
+every level closed, exact json names and types). Each check is shown to fail on a
+deliberately broken copy.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import jsonschema
@@ -33,6 +37,7 @@ from protoc_gen_crud.targets import dapr as dapr_target
 from protoc_gen_crud.targets.k8s import common, readme, services
 from protoc_gen_crud.targets.k8s import dapr as k8s_dapr
 
+from . import dapr_rules, dapr_strict
 from .kustomize_build import build, containers, merge, pod_spec
 from .support import (
     EXAMPLES,
@@ -102,6 +107,9 @@ def validate_builtin(obj: dict) -> None:
 
 
 def validate_custom(obj: dict) -> None:
+    """The CRD's schema; for Resiliency and HTTPEndpoint also Dapr 1.14.4's Go types."""
+    if (obj["apiVersion"], obj["kind"]) in dapr_strict.SCHEMAS:
+        dapr_strict.validate(obj)
     relative = SCHEMAS[(obj["apiVersion"], obj["kind"])]
     schema = json.loads(shared_file(relative, "the CRD reference schemas").read_text())
     jsonschema.validate(obj, schema)
@@ -155,6 +163,127 @@ def test_the_schema_checks_fail_on_broken_copies():
     subscription["spec"]["route"] = "/x"
     with pytest.raises(jsonschema.ValidationError):
         validate_custom(subscription)
+
+
+def dapr_typed(name: str) -> list[tuple[str, dict]]:
+    """Every Resiliency and HTTPEndpoint of one example: the dapr target's dapr/ files and
+    each overlay of the k8s build."""
+    found = []
+    dapr_files = from_textproto(EXAMPLES_DIR / name / f"{name}.textproto", ["dapr"])
+    for path, text in sorted(dapr_files.items()):
+        for obj in yaml.safe_load_all(text):
+            found.append((path, obj))
+    for overlay in OVERLAYS:
+        found += [(f"k8s/{overlay}", obj) for obj in built(name, overlay)]
+    return [(where, obj) for where, obj in found
+            if obj["kind"] in ("Resiliency", "HTTPEndpoint")]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_resiliency_and_endpoints_have_dapr_1_14_types(name):
+    """Needs no shared/: the schemas are built from Dapr's Go structs (dapr_strict.py)."""
+    typed = dapr_typed(name)
+    counts = Counter((where.split("/")[0], obj["kind"]) for where, obj in typed)
+    assert counts == {("dapr", "Resiliency"): 1, ("dapr", "HTTPEndpoint"): 2,
+                      ("k8s", "Resiliency"): 3, ("k8s", "HTTPEndpoint"): 6}, counts
+    assert {where: dapr_strict.errors(obj) for where, obj in typed} == {
+        where: [] for where, _ in typed}
+
+
+def test_the_dapr_type_check_refuses_what_dapr_would_drop():
+    """An unknown key at the top, in spec, in a policy, in a target or in an endpoint's
+    spec; a key of Dapr 1.15 (`matching`); a wrong case; a wrong type: each refused, and
+    nothing else is reported for it."""
+    typed = {(where.split("/")[0], obj["kind"]): obj for where, obj in dapr_typed("storefront")}
+    assert set(dapr_strict.RETRY["properties"]) == dapr_rules.RETRY_FIELDS
+
+    def refused(source: str, kind: str, change) -> list[str]:
+        broken = copy.deepcopy(typed[(source, kind)])
+        change(broken)
+        with pytest.raises(jsonschema.ValidationError):
+            dapr_strict.validate(broken)
+        with pytest.raises(jsonschema.ValidationError):  # before any shared/ file is read
+            validate_custom(broken)
+        return dapr_strict.errors(broken)
+
+    def policies(r):
+        return r["spec"]["policies"]
+
+    for source in ("dapr", "k8s"):
+        assert refused(source, "Resiliency", lambda r: r.update(scope=["crud"])) == [
+            "(top): Additional properties are not allowed ('scope' was unexpected)"]
+        assert refused(source, "Resiliency", lambda r: r["spec"].update(policy={})) == [
+            "spec: Additional properties are not allowed ('policy' was unexpected)"]
+        assert refused(source, "Resiliency", lambda r: policies(r)["retries"]["events"].update(
+            initialInterval="1s")) == [
+            "spec.policies.retries.events: Additional properties are not allowed "
+            "('initialInterval' was unexpected)"]
+        assert refused(source, "Resiliency", lambda r: policies(r)["retries"]["events"].update(
+            matching={"httpStatusCodes": "500-599"})) == [
+            "spec.policies.retries.events: Additional properties are not allowed "
+            "('matching' was unexpected)"]
+        assert refused(source, "Resiliency", lambda r: policies(r)["circuitBreakers"][
+            "backend"].update(maxrequests=1)) == [
+            "spec.policies.circuitBreakers.backend: Additional properties are not allowed "
+            "('maxrequests' was unexpected)"]
+        assert refused(source, "Resiliency", lambda r: policies(r).update(
+            timeout={"x": "1s"})) == [
+            "spec.policies: Additional properties are not allowed ('timeout' was unexpected)"]
+        assert refused(source, "Resiliency", lambda r: r["spec"]["targets"]["components"][
+            "crud-pubsub"]["inbound"].update(retries="events")) == [
+            "spec.targets.components.crud-pubsub.inbound: Additional properties are not "
+            "allowed ('retries' was unexpected)"]
+        assert refused(source, "Resiliency", lambda r: policies(r)["retries"]["events"].update(
+            maxRetries="3")) == ["spec.policies.retries.events.maxRetries: '3' is not of "
+                                 "type 'integer'"]
+        assert refused(source, "Resiliency", lambda r: policies(r)["timeouts"].update(
+            general=5000)) == ["spec.policies.timeouts.general: 5000 is not of type 'string'"]
+        assert refused(source, "Resiliency", lambda r: r["metadata"].update(label={})) == [
+            "metadata: Additional properties are not allowed ('label' was unexpected)"]
+        assert refused(source, "HTTPEndpoint", lambda e: e.update(header=[])) == [
+            "(top): Additional properties are not allowed ('header' was unexpected)"]
+        assert refused(source, "HTTPEndpoint", lambda e: e["spec"].update(
+            baseURL=e["spec"].pop("baseUrl"))) == [
+            "spec: 'baseUrl' is a required property",
+            "spec: Additional properties are not allowed ('baseURL' was unexpected)"]
+        assert refused(source, "HTTPEndpoint", lambda e: e["spec"].update(
+            headers=[{"name": "x", "valueFrom": "y"}])) == [
+            "spec.headers.0: Additional properties are not allowed ('valueFrom' was "
+            "unexpected)"]
+        assert refused(source, "HTTPEndpoint", lambda e: e["spec"].update(
+            clientTLS={"rootCA": {"secretKeyRef": {"name": "ca"}}, "insecure": True})) == [
+            "spec.clientTLS: Additional properties are not allowed ('insecure' was "
+            "unexpected)"]
+    # What Dapr 1.14.4's types do have passes: actors, scopes, auth, headers, clientTLS.
+    resiliency = copy.deepcopy(typed[("k8s", "Resiliency")])
+    resiliency["spec"]["targets"]["actors"] = {"cart": {
+        "timeout": "general", "retry": "calls", "circuitBreaker": "backend",
+        "circuitBreakerScope": "both", "circuitBreakerCacheSize": 100}}
+    assert dapr_strict.errors(resiliency) == []
+    endpoint = copy.deepcopy(typed[("dapr", "HTTPEndpoint")])
+    endpoint.update(auth={"secretStore": "crud-secrets"}, scopes=["crud"])
+    endpoint["spec"].update(
+        headers=[{"name": "a", "value": "1"}, {"name": "b", "envRef": "B"},
+                 {"name": "c", "secretKeyRef": {"name": "s", "key": "k"}}],
+        clientTLS={"rootCA": {"value": "PEM"}, "renegotiation": "OnceAsClient"})
+    assert dapr_strict.errors(endpoint) == []
+
+
+def test_the_crd_schemas_alone_let_unknown_dapr_keys_through():
+    """Why dapr_strict.py exists: the reference CRD schemas accept an unknown key at the
+    top, in spec and in a retry policy of these two kinds."""
+    objects = by_key(built("storefront", "base"))
+    for kind, name in (("Resiliency", "crud-resiliency"), ("HTTPEndpoint", "crud-api")):
+        broken = copy.deepcopy(objects[(kind, name)])
+        broken["unknownTop"] = 1
+        broken["spec"]["unknownSpec"] = 1
+        if kind == "Resiliency":
+            broken["spec"]["policies"]["retries"]["events"]["initialInterval"] = "1s"
+        relative = SCHEMAS[(broken["apiVersion"], kind)]
+        schema = json.loads(shared_file(relative, "the CRD reference schemas").read_text())
+        jsonschema.validate(broken, schema)  # passes: the gap dapr_strict closes
+        with pytest.raises(jsonschema.ValidationError):
+            validate_custom(broken)
 
 
 # ------------------------------------------------------------------ kustomize

@@ -263,9 +263,11 @@ def test_service_token_is_a_jwt_postgrest_can_verify(tmp_path):
     from .support import BIN
 
     secret = "s" * 40
-    done = subprocess.run([str(BIN / "crud-gen"), "--token", "crud_pipeline"],
-                          capture_output=True, text=True,
-                          env={**os.environ, "PGRST_JWT_SECRET": secret})
+    env = {**os.environ, "PGRST_JWT_SECRET": secret}
+    # The backend's settings come from its .proto too (read through protoc, as buf would).
+    done = subprocess.run([str(BIN / "crud-gen"), str(EXAMPLES_DIR / "product" /
+                                                      "product.proto"), "--token",
+                           "crud_pipeline"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     header, claims, signature = done.stdout.strip().split(".")
     padded = claims + "=" * (-len(claims) % 4)
@@ -275,3 +277,7 @@ def test_service_token_is_a_jwt_postgrest_can_verify(tmp_path):
     short = subprocess.run([str(BIN / "crud-gen"), "--token", "x"], capture_output=True,
                            text=True, env={**os.environ, "PGRST_JWT_SECRET": "short"})
     assert short.returncode == 2 and "PGRST_JWT_SECRET" in short.stderr
+    # Without the backend no token is guessed (its role claim or audience could differ).
+    blind = subprocess.run([str(BIN / "crud-gen"), "--token", "x"], capture_output=True,
+                           text=True, env=env)
+    assert blind.returncode == 2 and "--token needs the backend" in blind.stderr

@@ -45,7 +45,8 @@ SECRETS = {
     "CRUD_RELAY_PASSWORD": "password of the change-capture relay's replication role",
     "REDIS_PASSWORD": "password of Redis (change streams and Dapr pub/sub)",
     "CRUD_PIPELINE_TOKEN": "API token of the crud_pipeline role, for Arroyo "
-                           "(with PGRST_JWT_SECRET set: crud-gen CONFIG --token crud_pipeline)",
+                           "(with PGRST_JWT_SECRET set: crud-gen CONFIG --token crud_pipeline, "
+                           "CONFIG being the backend's .proto or textproto)",
     "GRAFANA_ADMIN_PASSWORD": "password of Grafana's admin user (observability profile)",
 }
 OBSERVABILITY = "observability"

@@ -32,7 +32,7 @@ STATE_STORE = "crud-state"
 # milliseconds and silently keeps its 15 s default for anything else ("30s" included).
 CONCURRENCY = 1
 QUEUE_DEPTH = 1
-PROCESSING_TIMEOUT_MS = 90_000
+PROCESSING_TIMEOUT_MS = 90_000  # at least; more for apps subscribed to many topics
 REDELIVER_INTERVAL_MS = 10_000
 # Inbound retries of one delivery to the app: each attempt at most DELIVERY_TIMEOUT, then
 # exponential back-off (from dapr/kit's 500 ms start: Dapr 1.14's Resiliency retry has only
@@ -41,6 +41,27 @@ REDELIVER_INTERVAL_MS = 10_000
 # still being retried.
 DELIVERY_TIMEOUT = "5s"
 EVENTS_RETRY = {"policy": "exponential", "maxInterval": "2s", "maxRetries": 3}
+# The longest one delivery takes with its retries: 4 attempts of 5 s and back-off waits of
+# under 4 s in all (tests/dapr_rules.py computes it from Dapr's own back-off rules).
+WORST_DELIVERY_MS = 24_000
+
+
+def processing_timeout_ms(backend: Backend) -> int:
+    """processingTimeout above the time the last message a sidecar holds can take.
+
+    pubsub.redis (components-contrib v1.14.4 pubsub/redis/redis.go) runs one poller per
+    subscribed topic (Subscribe, 133-163), each reading up to queueDepth messages (271) and
+    blocking to put them on the one queue of queueDepth (87, 169-181) that `concurrency`
+    workers drain: an app on K topics holds concurrency + queueDepth * (1 + K) messages,
+    done one after another in the worst case."""
+    topics: dict[str, int] = {}
+    for entity in backend.streamed:
+        for subscriber in entity.subscribers:
+            topics[subscriber.app_id] = topics.get(subscriber.app_id, 0) + 1
+    most = max(topics.values(), default=1)
+    held = CONCURRENCY + QUEUE_DEPTH * (1 + most)
+    needed = -(-held // CONCURRENCY) * WORST_DELIVERY_MS + 10_000  # 10 s to spare
+    return max(PROCESSING_TIMEOUT_MS, -(-needed // 10_000) * 10_000)
 
 
 def _secret(name: str) -> dict:
@@ -95,7 +116,7 @@ def resources(backend: Backend) -> dict[str, dict]:
             {"name": "consumerID", "value": "{appID}"},
             {"name": "maxLenApprox", "value": str(max_len)},
             {"name": "redeliverInterval", "value": str(REDELIVER_INTERVAL_MS)},
-            {"name": "processingTimeout", "value": str(PROCESSING_TIMEOUT_MS)},
+            {"name": "processingTimeout", "value": str(processing_timeout_ms(backend))},
             {"name": "concurrency", "value": str(CONCURRENCY)},
             {"name": "queueDepth", "value": str(QUEUE_DEPTH)},
             *_scopes(backend),

@@ -6,7 +6,8 @@ from Kubernetes Secrets (Dapr's built-in `kubernetes` store, used when a compone
 `auth.secretStore`), so the environment store `crud-secrets` is not deployed; and Redis's
 TLS switch, an environment variable under compose, is the plain value `false` (the Redis in
 this base has no TLS). Every other value is the dapr target's, unchanged. Components get
-`scopes`: the app id of the sidecar on PostgREST's pods plus each configured subscriber.
+`scopes`: the app id of the sidecar on PostgREST's pods plus each configured subscriber; so
+does the Resiliency.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def resources(backend: Backend) -> list[dict]:
             resource["scopes"] = app_ids(backend)
         else:
             resource = copy.deepcopy(resource)
+            if resource["kind"] == "Resiliency":
+                resource["scopes"] = app_ids(backend)  # its policies apply to these apps
         resource["metadata"] = {**resource["metadata"],
                                 "labels": {"app.kubernetes.io/component": "dapr"}}
         found.append((name, resource))

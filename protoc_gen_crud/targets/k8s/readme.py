@@ -6,6 +6,7 @@ from __future__ import annotations
 from ...model import Backend
 from ...rendering import GENERATED
 from ..arroyo import TOKEN_VARIABLE
+from ..compose import IMAGES
 from . import common as c
 from .arroyo import OBJECT_STORAGE_KEYS
 
@@ -109,7 +110,9 @@ overlays/prod     three PostgreSQL instances, autoscaled API and gateway, observ
 - **CloudNativePG** 1.27 or later (the `Cluster`, `Database` and `Publication` resources;
   checked against the 1.30 CRDs), installed cluster-wide.
 - **Dapr** control plane 1.14 (`dapr init -k`): sidecar injection and the Component,
-  Subscription, Resiliency and HTTPEndpoint resources.
+  Subscription, Resiliency and HTTPEndpoint resources. The injected sidecar is pinned to
+  compose's `{IMAGES["mesh"]}` by the `dapr.io/sidecar-image` annotation, so a newer control
+  plane does not change the version the generated metadata was checked against.
 - An **ingress controller**: the Ingress is written for ingress-nginx (`ingressClassName:
   nginx`, annotations turning proxy buffering off for Server-Sent Events and keeping idle
   streams open for {c.INGRESS_READ_TIMEOUT_SECONDS} s, far above the gateway's
@@ -189,7 +192,7 @@ Kubernetes the components read Redis's password from the Secret `{c.REDIS_SECRET
 Dapr's built-in Kubernetes secret store (so the environment store `crud-secrets` is not
 deployed) and `enableTLS` is `false` (this Redis has no TLS). Components are scoped to the
 app id `crud` (the sidecar on PostgREST's pods, as compose's `mesh`) and the configured
-subscribers; add your own apps' ids to `scopes` in an overlay.
+subscribers, and so is the Resiliency; add your own apps' ids to `scopes` in an overlay.
 
 ## Security
 

@@ -44,6 +44,8 @@ def _dapr_annotations(app_id: str, app_port: int) -> dict[str, str]:
         "dapr.io/sidecar-cpu-limit": "500m",
         "dapr.io/sidecar-memory-request": "64Mi",
         "dapr.io/sidecar-memory-limit": "256Mi",
+        # The sidecar compose runs, not whatever version the control plane defaults to.
+        "dapr.io/sidecar-image": IMAGES["mesh"],
     }
 
 
