@@ -123,6 +123,16 @@ def test_change_stream_alerts_fire_as_intended(tmp_path):
                 {"series": lag % "search-indexer", "values": "10x10"},
                 {"series": 'crud_relay_consumer_group_trimmed_total{entity="product",'
                            'group="inventory"}', "values": "0 0 0 20 20 20"},
+                # An app that reads but never acknowledges: nothing undelivered, pending stays.
+                {"series": 'crud_relay_consumer_group_pending{entity="order_items",'
+                           'group="billing"}', "values": "3x20"},
+                {"series": 'crud_relay_consumer_group_lag{entity="order_items",'
+                           'group="billing"}', "values": "0x20"},
+                # One that keeps up: pending comes and goes.
+                {"series": 'crud_relay_consumer_group_pending{entity="product",'
+                           'group="search-indexer"}', "values": "2 0 1 0 2 0 1 0 2 0 1 0 2 0 1 0"},
+                {"series": 'crud_gateway_sse_gaps_total{entity="product"}',
+                 "values": "0 0 0 0 1 1 1"},
             ],
             "alert_rule_test": [
                 {"eval_time": "2m", "alertname": "ChangeStreamBlocked", "exp_alerts": [{
@@ -140,6 +150,18 @@ def test_change_stream_alerts_fire_as_intended(tmp_path):
                     "exp_annotations": {"summary": "inventory lost changes of crud.product "
                                         "to the retention cap: reload a snapshot"}}]},
                 {"eval_time": "2m", "alertname": "ConsumerGroupLostChanges", "exp_alerts": []},
+                {"eval_time": "16m", "alertname": "ConsumerGroupStuck", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "entity": "order_items",
+                                   "group": "billing"},
+                    "exp_annotations": {"summary": "billing has left changes of "
+                                        "crud.order_items unacknowledged for 10 minutes: the "
+                                        "app refuses or fails them"}}]},
+                {"eval_time": "5m", "alertname": "StreamGapAnnounced", "exp_alerts": [{
+                    "exp_labels": {"severity": "warning", "entity": "product"},
+                    "exp_annotations": {"summary": "an SSE client of product (e.g. an Arroyo "
+                                        "pipeline) resumed after changes it missed were "
+                                        "trimmed: its results lack them"}}]},
+                {"eval_time": "3m", "alertname": "StreamGapAnnounced", "exp_alerts": []},
             ],
         }],
     }))

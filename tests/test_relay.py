@@ -286,6 +286,11 @@ def test_retention_follows_the_slowest_consumer_group_within_its_cap(make_stack)
                                         "trimmed_through": trimmed_through}
     assert blocks[0]["data"]["action"] == "T" and blocks[0]["data"]["table_name"] == "note"
     assert [b["id"] for b in blocks[1:]] == ids
+    # Counted and logged by the gateway, for consumers that cannot act on the event.
+    with urllib.request.urlopen("http://127.0.0.1:9145/metrics", timeout=3) as reply:
+        exposition = reply.read().decode()
+    assert 'crud_gateway_sse_gaps_total{entity="note"} 1' in exposition.splitlines()
+    assert f"sse: gap on note: client resumed from {caught_up}" in stack.gateway.access_log()
     # Resuming from the newest removed id misses nothing: no gap.
     blocks = sse_blocks("/stream/sse/note", trimmed_through)
     assert "event" not in blocks[0] and [b["id"] for b in blocks] == ids

@@ -82,6 +82,14 @@ def alerts(backend: Backend) -> dict:
                "increase(crud_relay_consumer_group_trimmed_total[10m]) > 0", "0m", "critical",
                "{{ $labels.group }} lost changes of crud.{{ $labels.entity }} to the retention "
                "cap: reload a snapshot"),
+        _alert("ConsumerGroupStuck",
+               "min_over_time(crud_relay_consumer_group_pending[10m]) > 0 and "
+               "crud_relay_consumer_group_lag == 0", "5m", "warning",
+               "{{ $labels.group }} has left changes of crud.{{ $labels.entity }} "
+               "unacknowledged for 10 minutes: the app refuses or fails them"),
+        _alert("StreamGapAnnounced", "increase(crud_gateway_sse_gaps_total[10m]) > 0", "0m",
+               "warning", "an SSE client of {{ $labels.entity }} (e.g. an Arroyo pipeline) "
+               "resumed after changes it missed were trimmed: its results lack them"),
         _alert("RedisDown", "redis_up == 0", "1m", "critical", "Redis does not answer"),
         _alert("DatabaseDown", "pg_up == 0", "1m", "critical", "PostgreSQL does not answer"),
     ]
