@@ -23,7 +23,7 @@ from pathlib import Path
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from protoc_gen_crud.relay import retention  # noqa: E402
+from protoc_gen_crud.relay import retention
 
 KEPT, NEW, ROUNDS = 100_000, 100, 10
 PAYLOAD = json.dumps({"data": {"note": "y" * 560}})

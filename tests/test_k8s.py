@@ -781,6 +781,8 @@ def test_dapr_resources_are_the_dapr_targets(name):
                     if item["name"] == "enableTLS":
                         del item["secretKeyRef"]
                         item["value"] = "false"
+        elif key[0] == "Resiliency":
+            expected["scopes"] = apps  # its policies apply to the apps with sidecars
         assert resource == expected
     subscribers = {s.app_id for e in model.streamed for s in e.subscribers}
     assert set(apps) == {"crud", *subscribers}

@@ -50,6 +50,7 @@ class Group:
     lag: int  # entries not yet delivered to the group
     pending: int  # delivered but not acknowledged
     floor: Id  # the oldest entry the group may still need
+    needed: int = 0  # entries from the floor to the end of the stream
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,13 @@ def groups(client: redis.Redis, topic: str) -> tuple[Group, ...]:
             lag = _count(client, topic, "(" + format_id(last), "+")
         # Redis counts entries trimmed before the group read them as lag too; those will
         # never be delivered (they are counted as lost instead), so at most what is there.
-        found.append(Group(name, min(int(lag), length), pending, floor))
+        lag = min(int(lag), length)
+        # What the group still needs: the undelivered (Redis keeps that count, so this is
+        # cheap however long the stream) plus the delivered entries from its oldest pending
+        # one on, usually a few.
+        needed = lag + (_count(client, topic, format_id(floor), format_id(last))
+                        if pending else 0)
+        found.append(Group(name, lag, pending, floor, min(needed, length)))
     return tuple(sorted(found, key=lambda g: g.name))
 
 
@@ -99,13 +106,14 @@ def trim(client: redis.Redis, topic: str, trimmed_key: str, max_len: int,
     if length <= max_len:
         return Trim(found, None, {})
     if found:
-        # Only the entries before the slowest group's floor may go (by size). Counting them
-        # costs what was read since the last round; finding the size limit by position
-        # would walk the whole backlog of a lagging group every round.
-        floor = min(g.floor for g in found)
-        before = _count(client, topic, "-", "(" + format_id(floor))
-        target = floor if length - before >= max_len else parse_id(
-            client.eval(NTH_ID, 1, topic, length - max_len + 1))
+        # Only the entries before the slowest group's floor may go (by size). When the group
+        # still needs max_len entries or more, its floor is the limit: no walk at all. Else
+        # the size limit is found by position, walking only the entries beyond max_len
+        # (those written since the last round). Counting the entries before the floor
+        # instead walked the whole stream every round once the group had caught up.
+        slowest = min(found, key=lambda g: g.floor)
+        target = slowest.floor if slowest.needed >= max_len else min(slowest.floor, parse_id(
+            client.eval(NTH_ID, 1, topic, length - max_len + 1)))
     else:
         target = parse_id(client.eval(NTH_ID, 1, topic, length - max_len + 1))
     if length > retention_max_len:

@@ -98,7 +98,7 @@ function _M.metrics()
             .. string.format("%.6f", metrics:get("sum\t" .. s.key) or 0)
         out[#out + 1] = name .. "_count{" .. labels .. "} " .. count
     end
-    local subscribers, events, published = {}, {}, {}
+    local subscribers, events, published, gaps = {}, {}, {}, {}
     for _, key in ipairs(keys) do
         local p = split(key)
         if p[1] == "sse_subscribers" then
@@ -106,6 +106,9 @@ function _M.metrics()
                 p[2], metrics:get(key) or 0)
         elseif p[1] == "sse_events" then
             events[#events + 1] = string.format('crud_gateway_sse_events_total{entity="%s"} %d',
+                p[2], metrics:get(key) or 0)
+        elseif p[1] == "sse_gaps" then
+            gaps[#gaps + 1] = string.format('crud_gateway_sse_gaps_total{entity="%s"} %d',
                 p[2], metrics:get(key) or 0)
         elseif p[1] == "published" then
             published[#published + 1] = string.format(
@@ -120,6 +123,11 @@ function _M.metrics()
     out[#out + 1] = "# HELP crud_gateway_sse_events_total Events sent to SSE subscribers, by entity."
     out[#out + 1] = "# TYPE crud_gateway_sse_events_total counter"
     for _, line in ipairs(events) do
+        out[#out + 1] = line
+    end
+    out[#out + 1] = "# HELP crud_gateway_sse_gaps_total Resuming SSE clients told that changes they missed were trimmed away (event: gap), by entity."
+    out[#out + 1] = "# TYPE crud_gateway_sse_gaps_total counter"
+    for _, line in ipairs(gaps) do
         out[#out + 1] = line
     end
     out[#out + 1] = "# HELP crud_gateway_aggregates_published_total Aggregation results published to SSE channels (repeats not counted)."
@@ -415,6 +423,11 @@ local function serve(label, topic, table, owner_column, shared_read, admins)
         if check_gap or full then
             local trimmed = gap_since(red, topic, last)
             if trimmed then
+                -- Counted and logged: a consumer that cannot act on the event (Arroyo's
+                -- source skips it) still shows up in metrics and alerts (StreamGapAnnounced).
+                metrics:incr("sse_gaps\t" .. label, 1, 0)
+                ngx.log(ngx.WARN, "sse: gap on ", label, ": client resumed from ", last,
+                        ", changes removed through ", trimmed)
                 -- No id (Last-Event-ID stays put); shaped like a clock tick so that consumers
                 -- which read every event as a change row (Arroyo's source) skip it.
                 out[1] = "event: gap\ndata: " .. cjson.encode({
