@@ -45,9 +45,12 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def shape(conn, schema: str, table: str) -> TableShape:
-    """Columns and representations as PostgREST's schema cache reads them."""
+def shape(conn, schema: str, table: str, loader: str | None = "authenticator") -> TableShape:
+    """Columns and representations as PostgREST's schema cache reads them, as the role that
+    loads it (the authenticator: has_function_privilege is asked for that role)."""
     with conn.transaction():
+        if loader:
+            conn.execute(f'SET LOCAL ROLE "{loader}"')
         conn.execute("SET LOCAL search_path = ''")
         casts = conn.execute("""
             SELECT c.castsource::regtype::text, c.casttarget::regtype::text,
@@ -70,7 +73,9 @@ def shape(conn, schema: str, table: str) -> TableShape:
               FROM pg_catalog.pg_attribute a
               JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
               LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-             WHERE a.attrelid = pg_catalog.format('%%I.%%I', %s::text, %s::text)::regclass
+              JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = %s AND c.relname = %s
                AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
         """, (schema, table)).fetchall()
     to_json = {source: fn for source, target, fn in casts if target == "json"}

@@ -26,7 +26,8 @@ EXPORTER_METRICS = {
     "redis_up", "redis_connected_clients", "redis_memory_used_bytes",
 }
 PROMQL_WORDS = {
-    "sum", "by", "without", "rate", "irate", "increase", "histogram_quantile", "clamp_min",
+    "sum", "by", "without", "rate", "irate", "increase", "min_over_time", "histogram_quantile",
+    "clamp_min",
     "avg", "max", "min", "count", "on", "ignoring", "and", "or", "unless", "bool",
     "humanize1024", "humanizeDuration", "group_left", "group_right",
 }

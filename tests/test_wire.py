@@ -331,3 +331,22 @@ def test_protobuf_es_messages_round_trip(api, wire):
     wrong = protobuf_es(out, {"mode": "read", "pairs": [[pairs[0][0], {**pairs[0][1],
                                                                        "i64": "1"}]]})
     assert wrong[0]["equal"] is False
+
+
+def test_representations_survive_a_changed_foundation(wire, database, tmp_path):
+    """The foundation revokes its helpers from PUBLIC each time it is applied; the wire
+    functions must stay callable, for every role and for the schema cache's loader."""
+    files, cls, _ = wire
+    assert database.migrate(files, tmp_path).returncode == 0
+    # As when a later release changes the file: the ledger no longer matches, it runs again.
+    database.query("DELETE FROM crud_meta.migrations WHERE name = '0001_foundation.sql'")
+    done = database.migrate(files, tmp_path / "again")
+    assert done.returncode == 0, done.stderr
+    assert database.query("SELECT count(*) FROM crud_meta.migrations "
+                          "WHERE name = '0001_foundation.sql'") == [(1,)]
+    with database.connect() as conn:
+        table = rest.shape(conn, "wire", "everything")
+        assert table.readers["i64"] == "crud_meta.int64_zero_to_json", "seen by the loader"
+        (created,) = run(conn, rest.insert(table, proto_json(messages(cls)[0])))
+        same(cls, created, messages(cls)[0])
+

@@ -103,6 +103,10 @@ BEGIN
     RETURN to_json(sign || whole || '.' || lpad(fraction::bigint::text, 6, '0') || 's');
 END
 $$;
+GRANT EXECUTE ON FUNCTION crud_meta.wire_int64_in(json), crud_meta.wire_int64_out(bigint),
+    crud_meta.wire_decimal_in(json), crud_meta.wire_decimal_out(numeric),
+    crud_meta.wire_bytes_in(json), crud_meta.wire_bytes_out(bytea),
+    crud_meta.wire_duration_in(json), crud_meta.wire_duration_out(interval) TO PUBLIC;
 
 -- decimal_text: numeric as decimal on the wire.
 DO $$
@@ -119,6 +123,7 @@ CREATE OR REPLACE FUNCTION crud_meta."decimal_text_to_json"(p crud_meta."decimal
 LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT crud_meta.wire_decimal_out(p::numeric) $$;
 CREATE OR REPLACE FUNCTION crud_meta."decimal_text_from_text"(p text) RETURNS crud_meta."decimal_text"
 LANGUAGE sql IMMUTABLE STRICT AS $$ SELECT crud_meta.wire_decimal_in(to_json(p))::crud_meta."decimal_text" $$;
+GRANT EXECUTE ON FUNCTION crud_meta."decimal_text_to_json"(crud_meta."decimal_text"), crud_meta."decimal_text_from_json"(json), crud_meta."decimal_text_from_text"(text) TO PUBLIC;
 SELECT crud_meta.ensure_cast('crud_meta.decimal_text', 'json', 'crud_meta.decimal_text_to_json');
 SELECT crud_meta.ensure_cast('json', 'crud_meta.decimal_text', 'crud_meta.decimal_text_from_json');
 SELECT crud_meta.ensure_cast('text', 'crud_meta.decimal_text', 'crud_meta.decimal_text_from_text');

@@ -354,5 +354,19 @@ BEGIN
 END
 $$;
 
--- Only the API's own helper is callable by API roles; the rest is for migrations.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA crud_meta FROM PUBLIC;
+-- Only the API's own helpers are callable by API roles; the rest is for migrations. The
+-- wire representations (0003_wire.sql: wire_*, *_to_json, *_from_json, *_from_text) stay
+-- callable by everyone: PostgREST calls them for every role, and its schema cache sees a
+-- representation only if the authenticator may execute it.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'crud_meta'::regnamespace
+                AND p.proname !~ '^wire_|_(to_json|from_json|from_text)$'
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END
+$$;
