@@ -181,6 +181,7 @@ message Item {
   optional string status = 2 [(crud.v1.field).constraints = {enum_values: ["pending", "paid"]}];
   int64 big = 3;
   bytes data = 4;
+  optional string color = 5 [(crud.v1.field).constraints = {enum_values: ["none", "red"]}];
 }
 """
 WIRE = """
@@ -195,6 +196,11 @@ message Item {
   optional Status status = 2;
   int64 big = 3;
   bytes data = 4;
+  enum Color {
+    COLOR_NONE = 0;
+    COLOR_RED = 1;
+  }
+  optional Color color = 5;
 }
 """
 
@@ -209,18 +215,20 @@ def test_a_database_from_before_the_wire_contract_converges(database, tmp_path):
     # What that version made: plain types, no domains.
     database.query("ALTER TABLE item ALTER COLUMN big TYPE bigint, "
                    "ALTER COLUMN data TYPE bytea")
-    database.query("INSERT INTO item (label, status, big, data) "
+    database.query("INSERT INTO item (label, status, big, data, color) "
                    "SELECT 'item ' || i, (ARRAY['pending', 'paid', NULL])[i % 3 + 1], "
-                   "i * 9007199254740993 % 9223372036854775807, int8send(i) "
-                   "FROM generate_series(1, 60) i")
-    before = database.query("SELECT label, status, big, data FROM item ORDER BY label")
+                   "i * 9007199254740993 % 9223372036854775807, int8send(i), "
+                   "(ARRAY['none', 'red'])[i % 2 + 1] FROM generate_series(1, 60) i")
+    before = database.query("SELECT label, status, big, data, color FROM item ORDER BY label")
     done = upgrade(database, tmp_path, WIRE)
     assert done.returncode == 0, done.stderr
-    after = database.query("SELECT label, status, big::bigint, data::bytea FROM item "
+    after = database.query("SELECT label, status, big::bigint, data::bytea, color FROM item "
                            "ORDER BY label")
-    names = {"pending": "STATUS_PENDING", "paid": "STATUS_PAID", None: None}
-    assert after == [(label, names[status], big, data) for label, status, big, data in before]
-    assert {s for _, s, _, _ in after} == {"STATUS_PENDING", "STATUS_PAID", None}
+    names = {"pending": "STATUS_PENDING", "paid": "STATUS_PAID", None: None,
+             "none": "COLOR_NONE", "red": "COLOR_RED"}  # a zero value not named UNSPECIFIED
+    assert after == [(label, names[status], big, data, names[color])
+                     for label, status, big, data, color in before]
+    assert {s for _, s, _, _, _ in after} == {"STATUS_PENDING", "STATUS_PAID", None}
     kinds = columns(database)
     assert kinds["big"] == ("crud_meta.int64_zero", True)
     assert kinds["data"] == ("crud_meta.bytes_zero", True)
@@ -229,5 +237,5 @@ def test_a_database_from_before_the_wire_contract_converges(database, tmp_path):
     # Applying again changes nothing.
     (tmp_path / "again").mkdir()
     assert upgrade(database, tmp_path / "again", WIRE).returncode == 0
-    assert database.query("SELECT label, status, big::bigint, data::bytea FROM item "
+    assert database.query("SELECT label, status, big::bigint, data::bytea, color FROM item "
                           "ORDER BY label") == after

@@ -78,6 +78,36 @@ def test_collection_requests_pass_through(gateway, netns, recording):
         assert seen["headers"]["prefer"] == "return=representation"
 
 
+def test_keys_that_are_no_column_are_refused_with_columns(gateway, netns, recording):
+    """With ?columns= PostgREST reads only the named keys and ignores the rest, so a binding's
+    lowerCamelCase names would vanish: the gateway refuses them with PostgREST's PGRST204."""
+    backend, _ = gateway
+    for e in backend.entities:
+        route = e.base_path + e.path
+        good = {c.name: None for c in e.columns if not c.implicit}
+        columns = ",".join(good)
+        headers = {"Content-Type": "application/json", "Prefer": "missing=default"}
+        recording.mark()
+        reply = call(netns, "POST", f"{route}?columns={columns}", headers,
+                     json.dumps([good, {**good, "createdAt": "x"}]))
+        assert reply.status == 400, e.name
+        error = json.loads(reply.body)
+        assert error["code"] == "PGRST204"
+        assert error["message"] == (f"Could not find the 'createdAt' column of '{e.name}' in "
+                                    "the schema cache")
+        assert recording.since() == [], "refused before PostgREST"
+        # Proto field names pass through, untouched; so does a body without ?columns=.
+        body = json.dumps([good, good])
+        reply = call(netns, "POST", f"{route}?columns={columns}", headers, body)
+        seen = recording.one()
+        assert (seen["method"], seen["query"], seen["body"]) == ("POST", f"columns={columns}",
+                                                                 body)
+        recording.mark()
+        camel = json.dumps({"createdAt": "x"})
+        call(netns, "POST", route, headers, camel)
+        assert recording.one()["body"] == camel, "PostgREST itself refuses it (PGRST204)"
+
+
 def test_single_row_shapes(gateway, netns, recording):
     backend, _ = gateway
     for e in backend.entities:

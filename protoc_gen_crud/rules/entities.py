@@ -470,15 +470,18 @@ class EntityRules(RulesBase):
 
 def _short_enum_names(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """(short name, value name) pairs for a proto enum's values ("paid", "STATUS_PAID"): the
-    form versions before the wire contract stored. Recognized by the conventional zero value
-    (<PREFIX>_UNSPECIFIED), whose prefix those versions stripped; other lists get none."""
-    zero = next((v for v in values if v.endswith("_UNSPECIFIED")), None)
-    if zero is None or values[0] != zero:
+    form versions before the wire contract stored (prefix stripped, lower case). A list is a
+    proto enum's when every value is UPPER_SNAKE_CASE; the prefix is the one the values share
+    up to an underscore (the enum's name, by protobuf's style guide). Others get none."""
+    if not values or not all(re.fullmatch(r"[A-Z][A-Z0-9_]*", v) for v in values):
         return ()
-    prefix = zero.removesuffix("UNSPECIFIED")
-    renames = []
+    common = values[0]
     for value in values[1:]:
-        short = value.removeprefix(prefix).lower()
-        if short != value and short not in values:
-            renames.append((short, value))
-    return tuple(renames)
+        while not value.startswith(common):
+            common = common[:-1]
+    prefix = common[:common.rfind("_") + 1] if len(values) > 1 else ""
+    shorts = [v.removeprefix(prefix).lower() for v in values]
+    if len(set(shorts)) != len(shorts):
+        return ()
+    return tuple((short, value) for short, value in zip(shorts, values, strict=True)
+                 if short not in values)

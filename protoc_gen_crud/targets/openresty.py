@@ -37,6 +37,7 @@ class Route:
     table: str
     collection: str  # e.g. /api/v1/products
     key: str  # single-column primary key, or "" when the key is composite
+    columns: tuple[str, ...] = ()  # what a JSON body's keys may name
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ class Stream:
 
 
 def routes(backend: Backend) -> list[Route]:
-    return [Route(e.name, e.name, e.base_path + e.path, _single_key(e))
+    return [Route(e.name, e.name, e.base_path + e.path, _single_key(e),
+                  tuple(c.name for c in e.columns))
             for e in backend.entities]
 
 

@@ -203,6 +203,50 @@ local function fail(status, code, message)
     return ngx.exit(status)
 end
 
+-- Each entity table's columns: the keys a JSON body may have.
+local COLUMNS = {
+    ["product"] = { ["id"] = true, ["name"] = true, ["price"] = true, ["category"] = true, ["created_at"] = true, ["updated_at"] = true },
+}
+
+-- A write with ?columns= (PostgREST then reads only those keys of the body and checks only
+-- their names): every key of every object must be a column, or the request is refused with
+-- PostgREST's own error for an unknown column (PGRST204), which it gives without ?columns=.
+function _M.body_keys(table_name)
+    local method = ngx.req.get_method()
+    if method ~= "POST" and method ~= "PATCH" and method ~= "PUT" then
+        return
+    end
+    local args = ngx.req.get_uri_args(100)
+    if args.columns == nil then
+        return
+    end
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    local value = body and cjson.decode(body)
+    if type(value) ~= "table" then
+        return  -- not JSON here: PostgREST answers
+    end
+    local rows = body:match("^%s*%[") and value or { value }
+    local known = COLUMNS[table_name]
+    for _, row in ipairs(rows) do
+        if type(row) == "table" then
+            for key in pairs(row) do
+                if type(key) ~= "string" or not known[key] then
+                    ngx.status = 400
+                    ngx.header["Content-Type"] = "application/json; charset=utf-8"
+                    ngx.say(cjson.encode({
+                        code = "PGRST204", details = cjson.null,
+                        hint = "Keys are the proto field names (snake_case)",
+                        message = "Could not find the '" .. tostring(key) .. "' column of '"
+                            .. table_name .. "' in the schema cache",
+                    }))
+                    return ngx.exit(400)
+                end
+            end
+        end
+    end
+end
+
 local function claims_of(authorization)
     -- The token was verified by PostgREST in the permission check; only its payload is read.
     local payload = authorization and authorization:match("^[Bb]earer%s+[^.]+%.([^.]+)%.")

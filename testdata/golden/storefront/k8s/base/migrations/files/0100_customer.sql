@@ -29,7 +29,7 @@ SELECT crud_meta.ensure_column('shop', 'customer', '#5', 'user_id', 'text', true
 SELECT crud_meta.ensure_column('shop', 'customer', '@created_at', 'created_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 SELECT crud_meta.ensure_column('shop', 'customer', '@updated_at', 'updated_at', 'timestamp with time zone', true, 'now()', false, ARRAY[]::text[]);
 
-SELECT crud_meta.rename_values('shop', 'customer', 'tier', 'customer_tier_enum', ARRAY['basic', 'gold']::text[], ARRAY['TIER_BASIC', 'TIER_GOLD']::text[]);
+SELECT crud_meta.rename_values('shop', 'customer', 'tier', 'customer_tier_enum', ARRAY['unspecified', 'basic', 'gold']::text[], ARRAY['TIER_UNSPECIFIED', 'TIER_BASIC', 'TIER_GOLD']::text[]);
 SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_email_pattern', 'CHECK ("email" ~ ''^[^@\s]+@[^@\s]+$'')');
 SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_name_min_length', 'CHECK (char_length("name") >= 1)');
 SELECT crud_meta.ensure_constraint('shop', 'customer', 'customer_name_max_length', 'CHECK (char_length("name") <= 200)');
