@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"crud-gen: cannot read {args.config or args.request}: {exc}",
                   file=sys.stderr)
             return 2
-        print(service_token(args.token, secret, auth.role_claim, auth.audience))
+        print(service_token(args.token, secret, auth.role_claim_path, auth.audience))
         return 0
     if bool(args.config) == bool(args.request):
         parser.error("give a config file or --request, not both")
@@ -130,7 +130,9 @@ def _request_of(proto: Path) -> plugin_pb2.CodeGeneratorRequest:
         return plugin_pb2.CodeGeneratorRequest.FromString(dump.read_bytes())
 
 
-def service_token(role: str, secret: str, role_claim: str = "role", audience: str = "") -> str:
+def service_token(role: str, secret: str,
+                  role_claim: tuple[tuple[str, str], ...] = (("key", "role"),),
+                  audience: str = "") -> str:
     """A JWT (HS256) naming the role in the claim PostgREST reads it from (`role_claim`),
     plus `aud` when the API requires an audience: what PostgREST needs to switch to the role.
     Under OAuth2 it verifies against the served key set's oct key (postgrest/jwks.py). It
@@ -138,7 +140,10 @@ def service_token(role: str, secret: str, role_claim: str = "role", audience: st
     secret."""
     def part(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
-    payload: dict[str, str] = {role_claim: role}
+    value: object = role
+    for kind, step in reversed(role_claim):  # nested as the claim path reads it
+        value = {step: value} if kind == "key" else [None] * int(step) + [value]
+    payload: dict = dict(value)  # type: ignore[arg-type]
     if audience:
         payload["aud"] = audience
     header = part(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())

@@ -259,6 +259,13 @@ class Auth:
     jwks_url: str
     role_claim: str
     user_claim: str
+    # role_claim as a path: ("key", name) and ("index", "<n>") steps; one key for a name.
+    role_claim_path: tuple[tuple[str, str], ...] = (("key", "role"),)
+
+    @property
+    def role_claim_is_default(self) -> bool:
+        """The plain `role` claim, which PostgREST itself also writes into the claims."""
+        return self.role_claim_path == (("key", "role"),)
 
 
 @dataclass(frozen=True)

@@ -460,6 +460,55 @@ def test_a_url_role_claim_is_one_quoted_key(served):
     assert parse_jspath("." + ROLE_CLAIM) is None, "unquoted, PostgREST would not start"
 
 
+NESTED = """
+database { name: "nested" schema: "nested" }
+api { auth { type: AUTH_TYPE_JWT audience: "api" role_claim: ".realm_access.roles[0]" } }
+entity {
+  name: "draft"
+  fields { name: "body" type: SQL_TYPE_TEXT }
+  api { entity_path: "/drafts" access { read: ["authenticated", "editor"] create: ["editor"]
+        update: ["editor"] delete: ["editor"] } }
+}
+"""
+
+
+def test_a_nested_role_claim_path(pg, tmp_path):
+    """Keycloak puts roles in `realm_access.roles`: role_claim `.realm_access.roles[0]` is
+    written as PostgREST's JSPath, the pre-request check looks for the role there, and
+    `crud-gen --token` nests its role the same way."""
+    from protoc_gen_crud.cli import service_token
+
+    from .conftest import Database
+    from .support import from_text
+
+    files = from_text(NESTED, targets=["postgres", "postgrest"])
+    conf = parse_postgrest_conf(files["postgrest/postgrest.conf"])
+    assert parse_jspath(conf["jwt-role-claim-key"]) == [
+        ("key", "realm_access"), ("key", "roles"), ("index", 0)]
+    database = Database(pg, "auth_nested")
+    assert database.migrate(files, tmp_path).returncode == 0
+    key_set = {"keys": [{"kty": "oct", "k": b64(SECRET.encode())}]}
+    delete = 'DELETE FROM "nested"."draft"'
+    for persona, claims, role in (
+            ("editor", {"sub": "ed", "aud": "api", "realm_access": {"roles": ["editor"]}},
+             "editor"),
+            ("no roles", {"sub": "carol", "aud": "api", "realm_access": {"roles": []}},
+             "authenticated"),
+            ("no realm_access", {"sub": "dan", "aud": "api"}, "authenticated"),
+            ("no sub", {"aud": "api"}, "anon")):
+        token = jwt.encode(claims, SECRET, algorithm="HS256")
+        verified = postgrest_claims(token, key_set, conf)
+        assert postgrest_request(database, conf, verified, token, "SELECT current_user") == [
+            (role,)], persona
+        outcome = postgrest_request(database, conf, verified, token, delete)
+        assert (outcome is errors.InsufficientPrivilege) == (role != "editor"), persona
+    backend = builder.build(*textproto.load(NESTED, "nested.textproto"))
+    token = service_token("editor", SECRET, backend.auth.role_claim_path, "api")
+    assert jwt.decode(token, SECRET, algorithms=["HS256"], audience="api")[
+        "realm_access"] == {"roles": ["editor"]}
+    assert postgrest_claims(token, key_set, conf)["role"] == "editor"
+
+
 # ------------------------------------------------------------- PostgREST's steps, reproduced
 def postgrest_claims(token: str, key_set: dict, conf: dict) -> dict | int:
     """Auth.hs: 401 unless some key of the set verifies the token and a present `aud`

@@ -62,6 +62,7 @@ class ApiRules(RulesBase):
         auth = model.Auth(
             type=kind, audience=a.audience, jwks_url=a.jwks_url,
             role_claim=a.role_claim or "role", user_claim=a.user_claim or "sub", **roles,
+            role_claim_path=auth_rules.claim_path(a.role_claim or "role") or (("key", "role"),),
         )
         found = self.backend_wide("cors")
         c = found[1] if found else pb.Cors()

@@ -118,6 +118,7 @@ def render(backend: Backend) -> dict[str, str]:
         "trimmed_suffix": TRIMMED_SUFFIX,
         "user_claim": backend.auth.user_claim,
         "role_claim": backend.auth.role_claim,
+        "role_claim_path": backend.auth.role_claim_path,
     }
     return {
         "openresty/nginx.conf": render_template("openresty/nginx.conf.j2", **context),

@@ -48,7 +48,7 @@ def settings(backend: Backend) -> dict[str, str | int | bool]:
         "db-pool-acquisition-timeout": 10,
         "db-channel-enabled": True,
         "db-prepared-statements": True,
-        "jwt-role-claim-key": role_claim_key(auth.role_claim),
+        "jwt-role-claim-key": role_claim_key(auth.role_claim_path),
         "jwt-secret-is-base64": False,
         "openapi-mode": "follow-privileges",
         "openapi-server-proxy-uri": f"http://localhost{base}",

@@ -182,7 +182,20 @@ local TICK = "T"
 local TRIMMED_SUFFIX = ".trimmed"  -- crud-relay records trimmed ids there
 local SEEN_SECONDS = 2 * 86400  -- how long a published result is remembered, to drop repeats
 local USER_CLAIM = "sub"
-local ROLE_CLAIM = "role"
+-- The role claim's path in the token (role_claim): keys, and 1-based list positions.
+local ROLE_CLAIM_PATH = { "role" }
+
+local function role_of(claims)
+    local value = claims
+    for _, step in ipairs(ROLE_CLAIM_PATH) do
+        if type(value) ~= "table" then
+            return nil
+        end
+        value = value[step]
+    end
+    return type(value) == "string" and value or nil
+end
+
 local RESERVED_ARGS = {
     last_event_id = true, history = true, action = true, access_token = true, ticks = true,
 }
@@ -426,7 +439,7 @@ local function serve(label, topic, table, owner_column, shared_read, admins)
     local owner, user = nil, nil
     if owner_column and not shared_read then
         local claims = claims_of(ngx.var.http_authorization)
-        if not admins[claims[ROLE_CLAIM] or ""] then
+        if not admins[role_of(claims) or ""] then
             owner, user = owner_column, claims[USER_CLAIM]
         end
     end
