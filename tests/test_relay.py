@@ -294,3 +294,23 @@ def test_retention_follows_the_slowest_consumer_group_within_its_cap(make_stack)
     # Resuming from the newest removed id misses nothing: no gap.
     blocks = sse_blocks("/stream/sse/note", trimmed_through)
     assert "event" not in blocks[0] and [b["id"] for b in blocks] == ids
+
+
+def test_loss_counts_only_what_a_group_never_acknowledged(redis_server):
+    """Past the cap, what a group loses is its pending entries and those it was never given:
+    entries it acknowledged after an older pending one are not counted."""
+    from protoc_gen_crud.relay import retention
+
+    client = redis_server.client()
+    topic = "crud.loss_exact"
+    client.delete(topic, topic + ".trimmed")
+    for i in range(1, 11):
+        client.xadd(topic, {"data": "{}"}, id=f"{i}-0")
+    client.xgroup_create(topic, "app", id="0")
+    delivered = client.xreadgroup("app", "app", {topic: ">"}, count=5)[0][1]
+    client.xack(topic, "app", *[i for i, _ in delivered[1:]])  # 1-0 stays pending
+    found = retention.trim(client, topic, topic + ".trimmed", max_len=2, retention_max_len=4)
+    # 1-0 .. 6-0 go: 1-0 pending, 2-0 .. 5-0 acknowledged, 6-0 never delivered.
+    assert [parse for parse, _ in client.xrange(topic)] == [b"7-0", b"8-0", b"9-0", b"10-0"]
+    assert found.lost == {"app": 2}
+    client.delete(topic, topic + ".trimmed")

@@ -51,6 +51,7 @@ class Group:
     pending: int  # delivered but not acknowledged
     floor: Id  # the oldest entry the group may still need
     needed: int = 0  # entries from the floor to the end of the stream
+    last_delivered: Id = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,17 @@ class Trim:
 
 def _count(client: redis.Redis, topic: str, start: str, end: str) -> int:
     return int(client.eval(COUNT_RANGE, 1, topic, start, end))
+
+
+def _unread_before(client: redis.Redis, topic: str, group: Group, target: Id) -> int:
+    """What trimming below `target` takes from a group: its pending entries there (delivered,
+    never acknowledged) and the entries it was never given; not those it acknowledged."""
+    pending = client.xpending_range(topic, group.name, min="-", max="(" + format_id(target),
+                                    count=max(group.pending, 1)) if group.pending else []
+    undelivered = (_count(client, topic, "(" + format_id(group.last_delivered),
+                          "(" + format_id(target))
+                   if group.last_delivered < target else 0)
+    return len(pending) + undelivered
 
 
 def groups(client: redis.Redis, topic: str) -> tuple[Group, ...]:
@@ -91,7 +103,7 @@ def groups(client: redis.Redis, topic: str) -> tuple[Group, ...]:
         # one on, usually a few.
         needed = lag + (_count(client, topic, format_id(floor), format_id(last))
                         if pending else 0)
-        found.append(Group(name, lag, pending, floor, min(needed, length)))
+        found.append(Group(name, lag, pending, floor, min(needed, length), last))
     return tuple(sorted(found, key=lambda g: g.name))
 
 
@@ -122,8 +134,7 @@ def trim(client: redis.Redis, topic: str, trimmed_key: str, max_len: int,
     below = client.xrevrange(topic, "(" + format_id(target), "-", count=1)
     if not below:
         return Trim(found, None, {})
-    lost = {g.name: _count(client, topic, format_id(g.floor), "(" + format_id(target))
-            for g in found if g.floor < target}
+    lost = {g.name: _unread_before(client, topic, g, target) for g in found if g.floor < target}
     trimmed_through = parse_id(below[0][0])
     # The marker and the trim in one transaction: a reader never sees entries gone while
     # the marker still says they are there.
