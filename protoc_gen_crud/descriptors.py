@@ -284,11 +284,18 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
         inferred = _WELL_KNOWN.get(field.type_name, pb.SQL_TYPE_JSONB)
         if repeated or is_map:
             inferred = pb.SQL_TYPE_JSONB
+    unsigned = _UNSIGNED.get(field.type_name if field.type == F.TYPE_MESSAGE else field.type)
     if out.type == pb.SQL_TYPE_UNSPECIFIED:
         out.type = inferred
-        if field.type in (F.TYPE_UINT64, F.TYPE_FIXED64) and not out.HasField("precision"):
+        if unsigned == _UINT64_MAX and not out.HasField("precision"):
             out.precision, out.scale = 20, 0
     as_array = repeated and field.type != F.TYPE_MESSAGE
+    if unsigned and not as_array and out.type in _NUMBER_COLUMNS:
+        # What a binding can parse back: no negative value, none past the type's range.
+        if not out.constraints.HasField("min"):
+            out.constraints.min = 0
+        if unsigned < 2**53 and not out.constraints.HasField("max"):
+            out.constraints.max = unsigned  # exact as a double; uint64 is bounded by (20,0)
     if as_array:
         out.array = True
     enum = registry.enums.get(field.type_name) if field.type == F.TYPE_ENUM else None
@@ -321,6 +328,13 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
     return False
 
 
+_UINT64_MAX = 2**64 - 1
+# Unsigned proto types (scalars and wrappers) and their largest value.
+_UNSIGNED: dict[object, int] = {
+    F.TYPE_UINT32: 2**32 - 1, F.TYPE_FIXED32: 2**32 - 1,
+    F.TYPE_UINT64: _UINT64_MAX, F.TYPE_FIXED64: _UINT64_MAX,
+    ".google.protobuf.UInt32Value": 2**32 - 1, ".google.protobuf.UInt64Value": _UINT64_MAX,
+}
 _NUMBER_COLUMNS = frozenset({pb.SQL_TYPE_INTEGER, pb.SQL_TYPE_BIGINT, pb.SQL_TYPE_SMALLINT,
                              pb.SQL_TYPE_DECIMAL, pb.SQL_TYPE_REAL, pb.SQL_TYPE_DOUBLE})
 _NUMBER_FIELDS = frozenset(t for t, sql in _SCALARS.items()

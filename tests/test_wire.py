@@ -219,6 +219,8 @@ def test_a_message_with_only_zero_values_can_be_created(api):
     ({"took": "3 parsecs"}, "invalid duration value"),
     ({"level": "LOW"}, "everything_level_enum"),
     ({"i64": "9223372036854775808"}, "out of range"),
+    ({"u64": "-1"}, "everything_u64_min"),  # no binding parses a negative uint64
+    ({"u32": 4294967296}, "everything_u32_max"),
 ])
 def test_invalid_values_are_refused_by_the_database(api, body, error):
     conn, table, _ = api
@@ -287,6 +289,21 @@ def test_change_events_carry_the_same_json(wire, database, tmp_path):
     for event, expected in zip(events, [*sent, changed], strict=True):
         row = {k: v for k, v in event.items() if k not in RESERVED}
         same(cls, json.loads(json.dumps(row)), expected)
+    # The form itself, not only what a lenient parser accepts: the API's JSON byte for byte.
+    with database.connect() as conn:
+        shape = rest.shape(conn, "wire", "everything")
+        for event in events[1:]:  # the first row was updated later: its update event
+            (api_row,) = run(conn, rest.select(shape, "id", event["id"]))
+            row = {k: v for k, v in event.items() if k not in RESERVED}
+            assert {k: v for k, v in row.items() if k not in ADDED} == {
+                k: v for k, v in api_row.items() if k not in ADDED}
+    first = events[0]
+    assert first["i64"] == "-9223372036854775808" and first["big_numbers"][0] == \
+        "9007199254740993"
+    assert first["took"] == "-3.500s" and first["blobs"] == ["AA==", "", "/+8="]
+    # An update carries the old row too (REPLICA IDENTITY FULL), in the same form.
+    same(cls, json.loads(json.dumps(events[-1]["old"])), sent[0])
+    assert events[-1]["old"]["took"] == "-3.500s" and events[-1]["took"] == "0.250s"
 
 
 NODE_DIR = ROOT / "tests" / "node"
