@@ -121,3 +121,68 @@ def test_declared_types_win(database, tmp_path):
     open_param = param_types.infer("SELECT 1 FROM product WHERE stock < $1",
                                         columns_of(backend))
     assert open_param == {1: "integer"}
+
+
+def test_a_query_postgresql_rejects_names_its_endpoint_and_the_types_it_infers(database,
+                                                                               tmp_path):
+    """A declared type PostgreSQL cannot use there fails the migration naming the endpoint,
+    with the types PostgreSQL itself takes the parameters for (PREPARE's inference)."""
+    files = from_text('''
+        entity {
+          name: "product"
+          fields { name: "stock" type: SQL_TYPE_INTEGER }
+          api {
+            access { read: ["anon"] }
+            custom_endpoints {
+              path: "/products/low-stock"
+              sql_query: "SELECT stock FROM product WHERE stock < $1 LIMIT $2"
+              params { name: "below" type: SQL_TYPE_TEXT }
+              params { name: "n" type: SQL_TYPE_TEXT }
+              roles: ["anon"]
+            }
+          }
+        }
+    ''', targets=["postgres"])
+    done = database.migrate(files, tmp_path)
+    assert done.returncode != 0
+    assert ("endpoint GET /api/v1/products/low-stock: operator does not exist: integer < text"
+            in done.stderr)
+    assert "PostgreSQL takes the parameters for $1 integer, $2 bigint" in done.stderr
+    assert "(the generator gave text, text)" in done.stderr
+
+
+def test_endpoint_results_are_in_the_wire_form(database, tmp_path):
+    """An endpoint returning 64-bit integers, decimals, bytes or durations returns them as the
+    tables are read: PostgREST applies no representation to a function's result."""
+    files = from_text('''
+        entity {
+          name: "part"
+          fields { name: "big" type: SQL_TYPE_BIGINT constraints { not_null: true } }
+          fields { name: "price" type: SQL_TYPE_DECIMAL precision: 10 scale: 2 }
+          fields { name: "took" type: SQL_TYPE_INTERVAL }
+          fields { name: "note" type: SQL_TYPE_TEXT }
+          api {
+            access { read: ["anon"] create: ["anon"] }
+            custom_endpoints {
+              path: "/parts/big"
+              sql_query: "SELECT big, price, took, note FROM part WHERE big > $1"
+              roles: ["anon"]
+            }
+            custom_endpoints {
+              path: "/parts/add"
+              method: "POST"
+              sql_query: "INSERT INTO part (big, note) VALUES ($1, $2) RETURNING big, note"
+              roles: ["anon"]
+            }
+          }
+        }
+    ''', targets=["postgres"])
+    assert database.migrate(files, tmp_path).returncode == 0, "migrates"
+    database.query("INSERT INTO public.part (big, price, took, note) VALUES "
+                   "(9007199254740993, 10.5, interval '1.5 seconds', 'x')")
+    # As PostgREST reads a function's result: json_agg of its rows.
+    (body,) = database.query("SELECT json_agg(r) FROM public.parts_big(p1 => 0) r")[0]
+    assert body == [{"big": "9007199254740993", "price": "10.50", "took": "1.500s",
+                     "note": "x"}]
+    (added,) = database.query("SELECT json_agg(r) FROM public.parts_add(p1 => 7, p2 => 'y') r")[0]
+    assert added == [{"big": "7", "note": "y"}]

@@ -305,19 +305,27 @@ $$;
 -- A custom endpoint as a SQL function PostgREST serves under /rpc/. Its result columns are
 -- whatever the query returns: PostgreSQL itself works them out by planning the query into an
 -- empty probe table (WITH NO DATA: nothing is executed, so data-modifying POST queries are
--- safe to probe). The function so gets a real table type PostgREST can filter and order.
--- A data-modifying query without RETURNING gives a function returning void.
+-- safe to probe). The function so gets a real table type PostgREST can filter and order;
+-- columns in a wire domain are returned as their JSON, as the tables' are read. A
+-- data-modifying query without RETURNING gives a function returning void. A query PostgreSQL
+-- rejects fails naming the endpoint, with the parameter types PostgreSQL itself infers.
 CREATE OR REPLACE FUNCTION crud_meta.define_endpoint(
     p_schema text, p_name text, p_arg_names text[], p_arg_types text[], p_query text,
-    p_volatility text, p_security_definer boolean, p_comment text
+    p_volatility text, p_security_definer boolean, p_comment text, p_label text
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     v_probe text := p_query;
     v_returns text := 'void';
+    v_body text := p_query;
+    v_select text;
+    v_wire boolean := false;
     v_args text;
     v_types text;
     v_path text := current_setting('search_path');
+    v_message text;
+    v_state text;
+    v_inferred text;
     r record;
 BEGIN
     FOR i IN REVERSE coalesce(array_length(p_arg_types, 1), 0) .. 1 LOOP
@@ -326,15 +334,44 @@ BEGIN
     PERFORM set_config('search_path', quote_ident(p_schema), true);
     BEGIN
         EXECUTE format('CREATE TEMP TABLE crud_endpoint_probe AS WITH q AS (%s) SELECT * FROM q WITH NO DATA', v_probe);
-        SELECT 'TABLE (' || string_agg(format('%I %s', attname, format_type(atttypid, atttypmod)), ', ' ORDER BY attnum) || ')'
-          INTO v_returns
-          FROM pg_attribute
-         WHERE attrelid = 'pg_temp.crud_endpoint_probe'::regclass AND attnum > 0 AND NOT attisdropped;
+        -- A column in a wire domain is returned as its JSON (the wire contract: PostgREST
+        -- applies no representation to a function's result), every other one as it is.
+        SELECT 'TABLE (' || string_agg(format('%I %s', a.attname, CASE WHEN c.castfunc IS NULL
+                   THEN format_type(a.atttypid, a.atttypmod) ELSE 'json' END), ', ' ORDER BY a.attnum) || ')',
+               string_agg(CASE WHEN c.castfunc IS NULL THEN format('q.%I', a.attname)
+                   ELSE format('%s(q.%I) AS %I', c.castfunc::regproc, a.attname, a.attname) END, ', ' ORDER BY a.attnum),
+               coalesce(bool_or(c.castfunc IS NOT NULL), false)
+          INTO v_returns, v_select, v_wire
+          FROM pg_attribute a
+          LEFT JOIN pg_cast c ON c.castsource = a.atttypid AND c.casttarget = 'json'::regtype
+                             AND c.castmethod = 'f' AND c.castcontext = 'i'
+         WHERE a.attrelid = 'pg_temp.crud_endpoint_probe'::regclass AND a.attnum > 0 AND NOT a.attisdropped;
         DROP TABLE pg_temp.crud_endpoint_probe;
-    EXCEPTION WHEN feature_not_supported THEN
-        v_returns := 'void';  -- INSERT/UPDATE/DELETE without RETURNING
+    EXCEPTION
+        WHEN feature_not_supported THEN
+            v_returns := 'void';  -- INSERT/UPDATE/DELETE without RETURNING
+        WHEN OTHERS THEN
+            -- Say which endpoint, and what PostgreSQL itself takes its parameters for.
+            GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
+            BEGIN
+                EXECUTE format('PREPARE crud_endpoint_check AS %s', p_query);
+                SELECT string_agg(format('$%s %s', o, t), ', ' ORDER BY o) INTO v_inferred
+                  FROM pg_prepared_statements, unnest(parameter_types) WITH ORDINALITY AS x(t, o)
+                 WHERE name = 'crud_endpoint_check';
+                DEALLOCATE crud_endpoint_check;
+            EXCEPTION WHEN OTHERS THEN
+                v_inferred := NULL;
+            END;
+            RAISE EXCEPTION USING ERRCODE = v_state, MESSAGE = format('endpoint %s: %s', p_label, v_message),
+                  HINT = CASE WHEN v_inferred IS NOT NULL AND v_inferred <> '' THEN
+                      format('PostgreSQL takes the parameters for %s (the generator gave %s); declare them in the endpoint''s params with those types',
+                             v_inferred, coalesce(array_to_string(p_arg_types, ', '), 'none'))
+                      ELSE 'PostgreSQL rejects the endpoint''s sql_query as written: fix it' END;
     END;
     PERFORM set_config('search_path', v_path, true);
+    IF v_wire THEN
+        v_body := format('WITH q AS (%s) SELECT %s FROM q', p_query, v_select);
+    END IF;
     FOR r IN SELECT p.oid::regprocedure AS signature FROM pg_proc p
                JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname = p_schema AND p.proname = p_name
@@ -348,7 +385,7 @@ BEGIN
     EXECUTE format('CREATE FUNCTION %I.%I(%s) RETURNS %s LANGUAGE sql %s %s SET search_path = %I AS %L',
                    p_schema, p_name, v_args, v_returns, p_volatility,
                    CASE WHEN p_security_definer THEN 'SECURITY DEFINER' ELSE 'SECURITY INVOKER' END,
-                   p_schema, p_query);
+                   p_schema, v_body);
     EXECUTE format('COMMENT ON FUNCTION %I.%I(%s) IS %L', p_schema, p_name, v_types, p_comment);
     EXECUTE format('REVOKE ALL ON FUNCTION %I.%I(%s) FROM PUBLIC', p_schema, p_name, v_types);
 END

@@ -15,6 +15,7 @@ SELECT crud_meta.define_endpoint(
     'SELECT * FROM article WHERE tags ? $1 ORDER BY created_at DESC',
     'STABLE',
     false,
+    'GET /api/v1/articles/by-tag',
     'GET /api/v1/articles/by-tag'
 );
 GRANT EXECUTE ON FUNCTION "public"."articles_by_tag"(text) TO "authenticated";
@@ -28,6 +29,7 @@ SELECT crud_meta.define_endpoint(
     'SELECT * FROM article WHERE published = true ORDER BY created_at DESC',
     'STABLE',
     false,
+    'GET /api/v1/articles/published',
     'GET /api/v1/articles/published'
 );
 GRANT EXECUTE ON FUNCTION "public"."articles_published"() TO "authenticated";

@@ -15,6 +15,7 @@ SELECT crud_meta.define_endpoint(
     'SELECT category, COUNT(*) as count FROM product GROUP BY category',
     'STABLE',
     false,
-    'Get products grouped by category'
+    'Get products grouped by category',
+    'GET /api/v1/products/by-category'
 );
 GRANT EXECUTE ON FUNCTION "public"."products_by_category"() TO "authenticated";

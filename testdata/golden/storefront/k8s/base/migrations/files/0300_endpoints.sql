@@ -15,7 +15,8 @@ SELECT crud_meta.define_endpoint(
     'UPDATE product SET stock = stock + $2 WHERE sku = $1 RETURNING sku, stock',
     'VOLATILE',
     false,
-    'Add stock to a product'
+    'Add stock to a product',
+    'POST /api/v1/products/restock'
 );
 GRANT EXECUTE ON FUNCTION "shop"."products_restock"(text, integer) TO "admin";
 
@@ -35,6 +36,7 @@ ORDER BY order_count DESC
 LIMIT 10',
     'STABLE',
     true,
-    'Get trending products based on recent activity'
+    'Get trending products based on recent activity',
+    'GET /api/v1/products/trending'
 );
 GRANT EXECUTE ON FUNCTION "shop"."products_trending"() TO "anon", "authenticated";
