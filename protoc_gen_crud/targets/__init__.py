@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..model import Backend
-from . import arroyo, compose, dapr, k8s, observability, openresty, postgres, postgrest, relay
+from . import (
+    arroyo,
+    compose,
+    dapr,
+    k8s,
+    observability,
+    openapi,
+    openresty,
+    postgres,
+    postgrest,
+    relay,
+)
 
 Target = Callable[[Backend], dict[str, str]]
 
@@ -17,6 +28,7 @@ TARGETS: dict[str, Target] = {
     "postgres": postgres.render,
     "postgrest": postgrest.render,
     "openresty": openresty.render,
+    "openapi": openapi.render,
     "compose": compose.render,
     "relay": relay.render,
     "dapr": dapr.render,

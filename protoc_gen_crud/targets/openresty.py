@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..aggregates import PIPELINE_ROLE
 from ..model import Backend, Endpoint, Entity
 from ..rendering import render as render_template
+from . import openapi
 from .postgrest import SERVER_PORT
 from .relay import TRIMMED_SUFFIX, topic
 
@@ -95,9 +96,20 @@ def endpoint_methods(endpoint: Endpoint) -> str:
     return "GET|HEAD" if endpoint.method == "GET" else "POST"
 
 
+def long_bracket(text: str) -> str:
+    """The `=`s of a Lua long string that `text` cannot close early."""
+    level = ""
+    while f"]{level}]" in text:
+        level += "="
+    return level
+
+
 def render(backend: Backend) -> dict[str, str]:
     rate = backend.rate_limit
+    document = openapi.text(backend)
     context = {
+        "openapi_json": document,
+        "openapi_level": long_bracket(document),
         "backend": backend,
         "routes": routes(backend),
         "endpoints": backend.endpoints,

@@ -1,0 +1,367 @@
+"""OpenAPI target: `openapi/openapi.json`, OpenAPI 3.1 for the API the gateway serves.
+
+Every path in it is one the gateway answers (entity collections and rows, custom endpoints,
+Server-Sent Events); PostgREST's own OpenAPI 2.0 document describes `/<table>` and
+`/rpc/<fn>` paths the gateway does not serve, so this one replaces it at `<base>/` and
+`<base>/openapi.json`. Schemas follow the wire contract: a column's JSON is its entity
+message field's proto3 JSON (64-bit integers and decimals as strings, bytes as base64,
+durations as "1.5s", enums by value name), as the domains of 0003_wire.sql make PostgREST
+write it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..model import Backend, Column, Endpoint, Entity
+from ..sqltypes import WIRE_KINDS
+
+FILE = "openapi/openapi.json"
+FILTER_OPERATORS = ("eq", "neq", "gt", "gte", "lt", "lte", "like", "ilike", "in", "is")
+_PATTERNS = {
+    "int64": r"^-?[0-9]+$",
+    "decimal": r"^-?[0-9]+(\.[0-9]+)?$",
+    "duration": r"^-?[0-9]+(\.[0-9]{1,9})?s$",
+}
+_SCALARS: dict[str, dict] = {
+    "TEXT": {"type": "string"},
+    "UUID": {"type": "string", "format": "uuid"},
+    "INTEGER": {"type": "integer", "format": "int32"},
+    "SMALLINT": {"type": "integer", "format": "int32"},
+    "SERIAL": {"type": "integer", "format": "int32"},
+    "BIGSERIAL": {"type": "integer", "format": "int64"},
+    "REAL": {"type": "number", "format": "float"},
+    "DOUBLE": {"type": "number", "format": "double"},
+    "BOOLEAN": {"type": "boolean"},
+    "TIMESTAMPTZ": {"type": "string", "format": "date-time"},
+    "TIMESTAMP": {"type": "string"},
+    "DATE": {"type": "string", "format": "date"},
+    "TIME": {"type": "string"},
+    "JSON": {},
+    "JSONB": {},
+}
+ERROR = {
+    "type": "object",
+    "description": "A JSON error: the gateway's own (code, message) or PostgREST's (code, "
+                   "message, details, hint).",
+    "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                   "details": {"type": ["string", "null"]}, "hint": {"type": ["string", "null"]}},
+    "required": ["message"],
+}
+_ERRORS = {
+    "400": "The request is malformed (e.g. an unknown column: PGRST204)",
+    "401": "The token is missing where required, invalid or expired",
+    "403": "The role may not do this",
+    "404": "No such route, or no such row",
+    "405": "The route does not take this method",
+    "413": "The body is larger than the limit",
+    "429": "Too many requests from this client; see Retry-After",
+}
+
+
+def _element(column: Column) -> dict:
+    wire = WIRE_KINDS.get(column.kind) if column.domain else None
+    if wire == "bytes":
+        return {"type": "string", "contentEncoding": "base64"}
+    if wire in _PATTERNS:
+        fmt = {"int64": {"format": "int64"}}.get(wire, {})
+        return {"type": "string", "pattern": _PATTERNS[wire], **fmt}
+    return dict(_SCALARS[column.kind])
+
+
+def column_schema(column: Column, values: tuple[str, ...] = ()) -> dict:
+    """The JSON Schema of one column's value in responses (nullable: also null)."""
+    schema = _element(column)
+    if values:
+        schema["enum"] = list(values)
+    if column.sql_type.endswith("]"):
+        schema = {"type": "array", "items": schema}
+    if column.nullable and "type" in schema:
+        schema["type"] = [schema["type"], "null"]
+    if column.description:
+        schema["description"] = column.description
+    if column.implicit and column.name in ("created_at", "updated_at"):
+        schema["readOnly"] = True
+    return schema
+
+
+def entity_schema(entity: Entity) -> dict:
+    enums = {c.column: c.values for c in entity.checks if c.kind == "enum"}
+    properties = {c.name: column_schema(c, enums.get(c.name, ())) for c in entity.columns}
+    required = [c.name for c in entity.columns
+                if not c.nullable and c.default is None and not c.identity]
+    schema: dict = {"type": "object", "properties": properties,
+                    "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    if entity.description or entity.display_name:
+        schema["description"] = entity.description or entity.display_name
+    return schema
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _schema_name(entity: Entity) -> str:
+    return "".join(part.capitalize() for part in entity.name.split("_"))
+
+
+def _roles(roles: tuple[str, ...]) -> str:
+    return ", ".join(roles) if roles else "nobody"
+
+
+def _errors(*codes: str) -> dict:
+    return {code: {"$ref": f"#/components/responses/E{code}"} for code in codes}
+
+
+def _filters(entity: Entity) -> list[dict]:
+    return [{
+        "name": c.name, "in": "query", "required": False,
+        "description": f"Filter on {c.name}: <operator>.<value>, the operator one of "
+                       + ", ".join(FILTER_OPERATORS) + " (PostgREST's query language).",
+        "schema": {"type": "string",
+                   "pattern": "^(not\\.)?(" + "|".join(FILTER_OPERATORS) + ")\\..*$"},
+    } for c in entity.columns]
+
+
+def _collection(entity: Entity, name: str) -> dict:
+    access = entity.access
+    rows = {"type": "array", "items": _ref(name)}
+    body = {"required": True, "content": {"application/json": {"schema": {
+        "oneOf": [_ref(name), rows]}}}}
+    return {
+        "parameters": _filters(entity),
+        "get": {
+            "operationId": f"list_{entity.name}",
+            "summary": f"List {entity.display_name or entity.name}",
+            "description": f"Roles: {_roles(access.read)}.",
+            "tags": [entity.name],
+            "parameters": [{"$ref": f"#/components/parameters/{p}"}
+                           for p in ("select", "order", "limit", "offset", "Range", "Prefer")],
+            "responses": {
+                "200": {"description": "The rows", "content": {"application/json": {
+                    "schema": rows}}},
+                "206": {"description": "A page of the rows (Range)",
+                        "headers": {"Content-Range": {"schema": {"type": "string"}}},
+                        "content": {"application/json": {"schema": rows}}},
+                **_errors("400", "401", "403", "429"),
+            },
+        },
+        "post": {
+            "operationId": f"create_{entity.name}",
+            "summary": f"Create {entity.display_name or entity.name} (one object or a list)",
+            "description": f"Roles: {_roles(access.create)}. Keys are the entity message's "
+                           "proto field names; with ?columns= and Prefer: missing=default, "
+                           "rows may leave out different fields.",
+            "tags": [entity.name],
+            "parameters": [{"$ref": "#/components/parameters/Prefer"},
+                           {"$ref": "#/components/parameters/columns"}],
+            "requestBody": body,
+            "responses": {
+                "201": {"description": "Created (the rows with Prefer: return=representation)",
+                        "content": {"application/json": {"schema": rows}}},
+                **_errors("400", "401", "403", "413", "429"),
+            },
+        },
+        "patch": {
+            "operationId": f"update_{entity.name}",
+            "summary": f"Update the {entity.name} rows the filters select",
+            "description": f"Roles: {_roles(access.update)}.",
+            "tags": [entity.name],
+            "parameters": [{"$ref": "#/components/parameters/Prefer"}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref(name)}}},
+            "responses": {
+                "200": {"description": "The updated rows (Prefer: return=representation)",
+                        "content": {"application/json": {"schema": rows}}},
+                "204": {"description": "Updated"},
+                **_errors("400", "401", "403", "413", "429"),
+            },
+        },
+        "delete": {
+            "operationId": f"delete_{entity.name}",
+            "summary": f"Delete the {entity.name} rows the filters select",
+            "description": f"Roles: {_roles(access.delete)}.",
+            "tags": [entity.name],
+            "parameters": [{"$ref": "#/components/parameters/Prefer"}],
+            "responses": {
+                "200": {"description": "The deleted rows (Prefer: return=representation)",
+                        "content": {"application/json": {"schema": rows}}},
+                "204": {"description": "Deleted"},
+                **_errors("401", "403", "429"),
+            },
+        },
+    }
+
+
+def _item(entity: Entity, name: str, key: Column) -> dict:
+    access = entity.access
+    one = {"description": "The row", "content": {"application/json": {"schema": _ref(name)}}}
+    body = {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+    return {
+        "parameters": [{"name": "id", "in": "path", "required": True,
+                        "description": f"The row's {key.name}", "schema": _element(key)}],
+        "get": {"operationId": f"get_{entity.name}", "tags": [entity.name],
+                "summary": f"One {entity.name} by {key.name}",
+                "description": f"Roles: {_roles(access.read)}.",
+                "parameters": [{"$ref": "#/components/parameters/select"}],
+                "responses": {"200": one, **_errors("401", "403", "404", "429")}},
+        "patch": {"operationId": f"patch_{entity.name}", "tags": [entity.name],
+                  "summary": f"Change fields of one {entity.name}",
+                  "description": f"Roles: {_roles(access.update)}.",
+                  "requestBody": body,
+                  "responses": {"200": one, **_errors("400", "401", "403", "404", "413",
+                                                      "429")}},
+        "put": {"operationId": f"put_{entity.name}", "tags": [entity.name],
+                "summary": f"Create or replace one {entity.name} (the fields the body names)",
+                "description": f"Roles: {_roles(access.create)} to create, "
+                               f"{_roles(access.update)} to replace. The body's "
+                               f"{key.name} must equal the path's.",
+                "requestBody": body,
+                "responses": {"200": one, "201": one,
+                              **_errors("400", "401", "403", "413", "429")}},
+        "delete": {"operationId": f"delete_one_{entity.name}", "tags": [entity.name],
+                   "summary": f"Delete one {entity.name}",
+                   "description": f"Roles: {_roles(access.delete)}.",
+                   "responses": {"200": one, "204": {"description": "Deleted"},
+                                 **_errors("401", "403", "404", "429")}},
+    }
+
+
+_PARAM_TYPES = {
+    "integer": {"type": "integer", "format": "int32"},
+    "smallint": {"type": "integer", "format": "int32"},
+    "bigint": {"type": "string", "pattern": _PATTERNS["int64"], "format": "int64"},
+    "numeric": {"type": "string", "pattern": _PATTERNS["decimal"]},
+    "real": {"type": "number", "format": "float"},
+    "double precision": {"type": "number", "format": "double"},
+    "boolean": {"type": "boolean"},
+    "uuid": {"type": "string", "format": "uuid"},
+    "date": {"type": "string", "format": "date"},
+    "timestamp with time zone": {"type": "string", "format": "date-time"},
+    "jsonb": {}, "json": {},
+}
+
+
+def param_schema(sql_type: str) -> dict:
+    """An endpoint argument's schema, from its SQL type (text when PostgreSQL gives none)."""
+    base = sql_type.split("(")[0].strip()
+    if base.endswith("[]"):
+        return {"type": "array", "items": param_schema(base[:-2])}
+    return dict(_PARAM_TYPES.get(base, {"type": "string"}))
+
+
+def _endpoint(endpoint: Endpoint) -> dict:
+    operation: dict = {
+        "operationId": endpoint.function,
+        "summary": endpoint.description or f"{endpoint.method} {endpoint.path}",
+        "description": f"Roles: {_roles(endpoint.roles)}. Served by the SQL function "
+                       f"{endpoint.function}.",
+        "tags": ["endpoints"],
+        "responses": {
+            "200": {"description": "The query's rows", "content": {"application/json": {
+                "schema": {"type": "array", "items": {"type": "object"}}}}},
+            **_errors("400", "401", "403", "429"),
+        },
+    }
+    if endpoint.method == "GET":
+        operation["parameters"] = [{"name": p.name, "in": "query", "required": True,
+                                    "schema": param_schema(p.sql_type)}
+                                   for p in endpoint.params]
+    else:
+        properties = {p.name: param_schema(p.sql_type) for p in endpoint.params}
+        operation["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"type": "object", "properties": properties,
+                       "required": [p.name for p in endpoint.params]}}}}
+    return {endpoint.method.lower(): operation}
+
+
+def _stream(entity: Entity, name: str) -> dict:
+    return {"get": {
+        "operationId": f"stream_{entity.name}",
+        "summary": f"Changes of {entity.name} as Server-Sent Events",
+        "description": (
+            f"Roles: {_roles(entity.access.read)}. Each event: `id: <stream id>`, `data: "
+            "{table_name, action (I/U/D), the row's fields, old, commit_time, commit_lsn}`. "
+            "Resume with Last-Event-ID (header or ?last_event_id=); `event: gap` says "
+            "changes were trimmed away; ?history=all|<n>, ?action=I,U and <field>=eq.<value> "
+            "filter. Tokens may come as ?access_token=."),
+        "tags": [entity.name],
+        "parameters": [
+            {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+            {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
+            {"name": "history", "in": "query", "schema": {"type": "string"}},
+            {"name": "action", "in": "query", "schema": {"type": "string"}},
+            {"name": "access_token", "in": "query", "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {"description": "The event stream; each event's data is a change of "
+                                   f"{name} (the row's fields plus table_name, action, old, "
+                                   "commit_time, commit_lsn)",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **_errors("401", "403", "404", "429"),
+        },
+    }}
+
+
+def document(backend: Backend) -> dict:
+    """The OpenAPI 3.1 document as data."""
+    paths: dict[str, dict] = {}
+    schemas: dict[str, dict] = {"Error": ERROR}
+    for entity in backend.entities:
+        name = _schema_name(entity)
+        schemas[name] = entity_schema(entity)
+        route = entity.base_path + entity.path
+        paths[route] = _collection(entity, name)
+        if len(entity.primary_key) == 1:
+            paths[route + "/{id}"] = _item(entity, name, entity.column(entity.primary_key[0]))
+    for endpoint in backend.endpoints:
+        paths.setdefault(endpoint.base_path + endpoint.path, {}).update(_endpoint(endpoint))
+    for entity in backend.streamed:
+        paths[f"/stream/sse/{entity.name}"] = _stream(entity, _schema_name(entity))
+    components: dict = {
+        "schemas": schemas,
+        "parameters": {
+            "select": {"name": "select", "in": "query", "schema": {"type": "string"},
+                       "description": "Columns to return, e.g. id,name"},
+            "order": {"name": "order", "in": "query", "schema": {"type": "string"},
+                      "description": "e.g. price.desc,name.asc"},
+            "limit": {"name": "limit", "in": "query",
+                      "schema": {"type": "integer", "minimum": 0}},
+            "offset": {"name": "offset", "in": "query",
+                       "schema": {"type": "integer", "minimum": 0}},
+            "columns": {"name": "columns", "in": "query", "schema": {"type": "string"},
+                        "description": "The body's keys, for bulk inserts"},
+            "Range": {"name": "Range", "in": "header", "schema": {"type": "string"},
+                      "description": "Rows to return, e.g. 0-24"},
+            "Prefer": {"name": "Prefer", "in": "header", "schema": {"type": "string"},
+                       "description": "return=representation, count=exact, "
+                                      "missing=default, resolution=merge-duplicates"},
+        },
+        "responses": {f"E{code}": {"description": text, "content": {"application/json": {
+            "schema": _ref("Error")}}} for code, text in _ERRORS.items()},
+    }
+    out: dict = {
+        "openapi": "3.1.0",
+        "info": {"title": backend.database.name, "version": "1",
+                 "description": "Generated by protoc-gen-crud from the backend's entity "
+                                "messages: keys are proto field names and values their "
+                                "proto3 JSON."},
+        "servers": [{"url": "/"}],
+        "paths": dict(sorted(paths.items())),
+        "components": components,
+    }
+    if backend.auth.type != "NONE":
+        components["securitySchemes"] = {"bearer": {
+            "type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+        out["security"] = [{"bearer": []}, {}]
+    return out
+
+
+def text(backend: Backend) -> str:
+    return json.dumps(document(backend), indent=2, sort_keys=False) + "\n"
+
+
+def render(backend: Backend) -> dict[str, str]:
+    return {FILE: text(backend)}
