@@ -53,7 +53,6 @@ _ERRORS = {
     "401": "The token is missing where required, invalid or expired",
     "403": "The role may not do this",
     "404": "No such route, or no such row",
-    "405": "The route does not take this method",
     "413": "The body is larger than the limit",
     "429": "Too many requests from this client; see Retry-After",
 }
@@ -85,18 +84,26 @@ def column_schema(column: Column, values: tuple[str, ...] = ()) -> dict:
     return schema
 
 
-def entity_schema(entity: Entity) -> dict:
+def entity_schemas(entity: Entity) -> dict[str, dict]:
+    """The row as read (every column present), as written (the columns without a default
+    required; audit columns left out) and as patched (any of them)."""
     enums = {c.column: c.values for c in entity.checks if c.kind == "enum"}
     properties = {c.name: column_schema(c, enums.get(c.name, ())) for c in entity.columns}
+    writable = {name: schema for name, schema in properties.items()
+                if not schema.get("readOnly")}
     required = [c.name for c in entity.columns
                 if not c.nullable and c.default is None and not c.identity]
-    schema: dict = {"type": "object", "properties": properties,
-                    "additionalProperties": False}
+    about = entity.description or entity.display_name or entity.name
+    name = _schema_name(entity)
+    row = {"type": "object", "description": about, "properties": properties,
+           "required": [c.name for c in entity.columns], "additionalProperties": False}
+    write = {"type": "object", "description": f"{about} (to create or replace)",
+             "properties": writable, "additionalProperties": False}
     if required:
-        schema["required"] = required
-    if entity.description or entity.display_name:
-        schema["description"] = entity.description or entity.display_name
-    return schema
+        write["required"] = required
+    patch = {"type": "object", "description": f"{about} (fields to change)",
+             "properties": writable, "additionalProperties": False}
+    return {name: row, f"{name}Input": write, f"{name}Patch": patch}
 
 
 def _ref(name: str) -> dict:
@@ -129,7 +136,7 @@ def _collection(entity: Entity, name: str) -> dict:
     access = entity.access
     rows = {"type": "array", "items": _ref(name)}
     body = {"required": True, "content": {"application/json": {"schema": {
-        "oneOf": [_ref(name), rows]}}}}
+        "oneOf": [_ref(f"{name}Input"), {"type": "array", "items": _ref(f"{name}Input")}]}}}}
     return {
         "parameters": _filters(entity),
         "get": {
@@ -171,7 +178,7 @@ def _collection(entity: Entity, name: str) -> dict:
             "tags": [entity.name],
             "parameters": [{"$ref": "#/components/parameters/Prefer"}],
             "requestBody": {"required": True, "content": {"application/json": {
-                "schema": _ref(name)}}},
+                "schema": _ref(f"{name}Patch")}}},
             "responses": {
                 "200": {"description": "The updated rows (Prefer: return=representation)",
                         "content": {"application/json": {"schema": rows}}},
@@ -198,7 +205,10 @@ def _collection(entity: Entity, name: str) -> dict:
 def _item(entity: Entity, name: str, key: Column) -> dict:
     access = entity.access
     one = {"description": "The row", "content": {"application/json": {"schema": _ref(name)}}}
-    body = {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+    body = {"required": True, "content": {"application/json": {
+        "schema": _ref(f"{name}Input")}}}
+    patch = {"required": True, "content": {"application/json": {
+        "schema": _ref(f"{name}Patch")}}}
     return {
         "parameters": [{"name": "id", "in": "path", "required": True,
                         "description": f"The row's {key.name}", "schema": _element(key)}],
@@ -210,7 +220,7 @@ def _item(entity: Entity, name: str, key: Column) -> dict:
         "patch": {"operationId": f"patch_{entity.name}", "tags": [entity.name],
                   "summary": f"Change fields of one {entity.name}",
                   "description": f"Roles: {_roles(access.update)}.",
-                  "requestBody": body,
+                  "requestBody": patch,
                   "responses": {"200": one, **_errors("400", "401", "403", "404", "413",
                                                       "429")}},
         "put": {"operationId": f"put_{entity.name}", "tags": [entity.name],
@@ -311,7 +321,7 @@ def document(backend: Backend) -> dict:
     schemas: dict[str, dict] = {"Error": ERROR}
     for entity in backend.entities:
         name = _schema_name(entity)
-        schemas[name] = entity_schema(entity)
+        schemas.update(entity_schemas(entity))
         route = entity.base_path + entity.path
         paths[route] = _collection(entity, name)
         if len(entity.primary_key) == 1:

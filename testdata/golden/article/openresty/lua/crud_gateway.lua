@@ -401,12 +401,12 @@ local OPENAPI = [[
               "schema": {
                 "oneOf": [
                   {
-                    "$ref": "#/components/schemas/Article"
+                    "$ref": "#/components/schemas/ArticleInput"
                   },
                   {
                     "type": "array",
                     "items": {
-                      "$ref": "#/components/schemas/Article"
+                      "$ref": "#/components/schemas/ArticleInput"
                     }
                   }
                 ]
@@ -462,7 +462,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Article"
+                "$ref": "#/components/schemas/ArticlePatch"
               }
             }
           }
@@ -604,7 +604,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Article"
+                "$ref": "#/components/schemas/ArticlePatch"
               }
             }
           }
@@ -652,7 +652,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Article"
+                "$ref": "#/components/schemas/ArticleInput"
               }
             }
           }
@@ -919,6 +919,7 @@ local OPENAPI = [[
       },
       "Article": {
         "type": "object",
+        "description": "Article",
         "properties": {
           "id": {
             "type": "string",
@@ -957,8 +958,78 @@ local OPENAPI = [[
             "readOnly": true
           }
         },
-        "additionalProperties": false,
-        "description": "Article"
+        "required": [
+          "id",
+          "title",
+          "content",
+          "tags",
+          "published",
+          "created_at",
+          "updated_at"
+        ],
+        "additionalProperties": false
+      },
+      "ArticleInput": {
+        "type": "object",
+        "description": "Article (to create or replace)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "Primary key, generated when not given."
+          },
+          "title": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "content": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "tags": {},
+          "published": {
+            "type": [
+              "boolean",
+              "null"
+            ]
+          }
+        },
+        "additionalProperties": false
+      },
+      "ArticlePatch": {
+        "type": "object",
+        "description": "Article (fields to change)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "Primary key, generated when not given."
+          },
+          "title": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "content": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "tags": {},
+          "published": {
+            "type": [
+              "boolean",
+              "null"
+            ]
+          }
+        },
+        "additionalProperties": false
       }
     },
     "parameters": {
@@ -1052,16 +1123,6 @@ local OPENAPI = [[
       },
       "E404": {
         "description": "No such route, or no such row",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "E405": {
-        "description": "The route does not take this method",
         "content": {
           "application/json": {
             "schema": {

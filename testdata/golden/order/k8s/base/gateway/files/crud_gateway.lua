@@ -392,12 +392,12 @@ local OPENAPI = [[
               "schema": {
                 "oneOf": [
                   {
-                    "$ref": "#/components/schemas/Order"
+                    "$ref": "#/components/schemas/OrderInput"
                   },
                   {
                     "type": "array",
                     "items": {
-                      "$ref": "#/components/schemas/Order"
+                      "$ref": "#/components/schemas/OrderInput"
                     }
                   }
                 ]
@@ -453,7 +453,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Order"
+                "$ref": "#/components/schemas/OrderPatch"
               }
             }
           }
@@ -595,7 +595,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Order"
+                "$ref": "#/components/schemas/OrderPatch"
               }
             }
           }
@@ -643,7 +643,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Order"
+                "$ref": "#/components/schemas/OrderInput"
               }
             }
           }
@@ -825,6 +825,7 @@ local OPENAPI = [[
       },
       "Order": {
         "type": "object",
+        "description": "Order",
         "properties": {
           "id": {
             "type": "string",
@@ -863,12 +864,81 @@ local OPENAPI = [[
             "readOnly": true
           }
         },
+        "required": [
+          "id",
+          "customer_email",
+          "total_amount",
+          "status",
+          "created_at",
+          "updated_at"
+        ],
+        "additionalProperties": false
+      },
+      "OrderInput": {
+        "type": "object",
+        "description": "Order (to create or replace)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "customer_email": {
+            "type": "string"
+          },
+          "total_amount": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "status": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "enum": [
+              "pending",
+              "paid",
+              "shipped",
+              "delivered",
+              "cancelled"
+            ]
+          }
+        },
         "additionalProperties": false,
         "required": [
           "customer_email",
           "total_amount"
-        ],
-        "description": "Order"
+        ]
+      },
+      "OrderPatch": {
+        "type": "object",
+        "description": "Order (fields to change)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "customer_email": {
+            "type": "string"
+          },
+          "total_amount": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "status": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "enum": [
+              "pending",
+              "paid",
+              "shipped",
+              "delivered",
+              "cancelled"
+            ]
+          }
+        },
+        "additionalProperties": false
       }
     },
     "parameters": {
@@ -962,16 +1032,6 @@ local OPENAPI = [[
       },
       "E404": {
         "description": "No such route, or no such row",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "E405": {
-        "description": "The route does not take this method",
         "content": {
           "application/json": {
             "schema": {

@@ -426,12 +426,12 @@ local OPENAPI = [[
               "schema": {
                 "oneOf": [
                   {
-                    "$ref": "#/components/schemas/Metric"
+                    "$ref": "#/components/schemas/MetricInput"
                   },
                   {
                     "type": "array",
                     "items": {
-                      "$ref": "#/components/schemas/Metric"
+                      "$ref": "#/components/schemas/MetricInput"
                     }
                   }
                 ]
@@ -487,7 +487,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Metric"
+                "$ref": "#/components/schemas/MetricPatch"
               }
             }
           }
@@ -629,7 +629,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Metric"
+                "$ref": "#/components/schemas/MetricPatch"
               }
             }
           }
@@ -677,7 +677,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Metric"
+                "$ref": "#/components/schemas/MetricInput"
               }
             }
           }
@@ -859,6 +859,7 @@ local OPENAPI = [[
       },
       "Metric": {
         "type": "object",
+        "description": "Metric",
         "properties": {
           "id": {
             "type": "string",
@@ -911,8 +912,107 @@ local OPENAPI = [[
             "readOnly": true
           }
         },
-        "additionalProperties": false,
-        "description": "Metric"
+        "required": [
+          "id",
+          "device",
+          "temperature",
+          "amount",
+          "price",
+          "note",
+          "created_at",
+          "updated_at"
+        ],
+        "additionalProperties": false
+      },
+      "MetricInput": {
+        "type": "object",
+        "description": "Metric (to create or replace)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "Primary key, generated when not given."
+          },
+          "device": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "temperature": {
+            "type": [
+              "number",
+              "null"
+            ],
+            "format": "double"
+          },
+          "amount": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "format": "int32"
+          },
+          "price": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "note": {
+            "type": [
+              "string",
+              "null"
+            ]
+          }
+        },
+        "additionalProperties": false
+      },
+      "MetricPatch": {
+        "type": "object",
+        "description": "Metric (fields to change)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "Primary key, generated when not given."
+          },
+          "device": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "temperature": {
+            "type": [
+              "number",
+              "null"
+            ],
+            "format": "double"
+          },
+          "amount": {
+            "type": [
+              "integer",
+              "null"
+            ],
+            "format": "int32"
+          },
+          "price": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "note": {
+            "type": [
+              "string",
+              "null"
+            ]
+          }
+        },
+        "additionalProperties": false
       }
     },
     "parameters": {
@@ -1006,16 +1106,6 @@ local OPENAPI = [[
       },
       "E404": {
         "description": "No such route, or no such row",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "E405": {
-        "description": "The route does not take this method",
         "content": {
           "application/json": {
             "schema": {

@@ -391,12 +391,12 @@ local OPENAPI = [[
               "schema": {
                 "oneOf": [
                   {
-                    "$ref": "#/components/schemas/Product"
+                    "$ref": "#/components/schemas/ProductInput"
                   },
                   {
                     "type": "array",
                     "items": {
-                      "$ref": "#/components/schemas/Product"
+                      "$ref": "#/components/schemas/ProductInput"
                     }
                   }
                 ]
@@ -452,7 +452,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Product"
+                "$ref": "#/components/schemas/ProductPatch"
               }
             }
           }
@@ -632,7 +632,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Product"
+                "$ref": "#/components/schemas/ProductPatch"
               }
             }
           }
@@ -680,7 +680,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Product"
+                "$ref": "#/components/schemas/ProductInput"
               }
             }
           }
@@ -862,6 +862,7 @@ local OPENAPI = [[
       },
       "Product": {
         "type": "object",
+        "description": "E-commerce product catalog",
         "properties": {
           "id": {
             "type": "string",
@@ -893,12 +894,67 @@ local OPENAPI = [[
             "readOnly": true
           }
         },
+        "required": [
+          "id",
+          "name",
+          "price",
+          "category",
+          "created_at",
+          "updated_at"
+        ],
+        "additionalProperties": false
+      },
+      "ProductInput": {
+        "type": "object",
+        "description": "E-commerce product catalog (to create or replace)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "name": {
+            "type": "string"
+          },
+          "price": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "category": {
+            "type": [
+              "string",
+              "null"
+            ]
+          }
+        },
         "additionalProperties": false,
         "required": [
           "name",
           "price"
-        ],
-        "description": "E-commerce product catalog"
+        ]
+      },
+      "ProductPatch": {
+        "type": "object",
+        "description": "E-commerce product catalog (fields to change)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "name": {
+            "type": "string"
+          },
+          "price": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "category": {
+            "type": [
+              "string",
+              "null"
+            ]
+          }
+        },
+        "additionalProperties": false
       }
     },
     "parameters": {
@@ -992,16 +1048,6 @@ local OPENAPI = [[
       },
       "E404": {
         "description": "No such route, or no such row",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "E405": {
-        "description": "The route does not take this method",
         "content": {
           "application/json": {
             "schema": {

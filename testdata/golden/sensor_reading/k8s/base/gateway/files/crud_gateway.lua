@@ -402,12 +402,12 @@ local OPENAPI = [[
               "schema": {
                 "oneOf": [
                   {
-                    "$ref": "#/components/schemas/SensorReading"
+                    "$ref": "#/components/schemas/SensorReadingInput"
                   },
                   {
                     "type": "array",
                     "items": {
-                      "$ref": "#/components/schemas/SensorReading"
+                      "$ref": "#/components/schemas/SensorReadingInput"
                     }
                   }
                 ]
@@ -463,7 +463,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/SensorReading"
+                "$ref": "#/components/schemas/SensorReadingPatch"
               }
             }
           }
@@ -605,7 +605,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/SensorReading"
+                "$ref": "#/components/schemas/SensorReadingPatch"
               }
             }
           }
@@ -653,7 +653,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/SensorReading"
+                "$ref": "#/components/schemas/SensorReadingInput"
               }
             }
           }
@@ -835,6 +835,7 @@ local OPENAPI = [[
       },
       "SensorReading": {
         "type": "object",
+        "description": "Sensor Reading",
         "properties": {
           "id": {
             "type": "string",
@@ -875,8 +876,82 @@ local OPENAPI = [[
             "readOnly": true
           }
         },
-        "additionalProperties": false,
-        "description": "Sensor Reading"
+        "required": [
+          "id",
+          "device_id",
+          "temperature",
+          "humidity",
+          "location",
+          "created_at",
+          "updated_at"
+        ],
+        "additionalProperties": false
+      },
+      "SensorReadingInput": {
+        "type": "object",
+        "description": "Sensor Reading (to create or replace)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "Primary key, generated when not given."
+          },
+          "device_id": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "temperature": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "humidity": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "location": {}
+        },
+        "additionalProperties": false
+      },
+      "SensorReadingPatch": {
+        "type": "object",
+        "description": "Sensor Reading (fields to change)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "Primary key, generated when not given."
+          },
+          "device_id": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "temperature": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "humidity": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "location": {}
+        },
+        "additionalProperties": false
       }
     },
     "parameters": {
@@ -970,16 +1045,6 @@ local OPENAPI = [[
       },
       "E404": {
         "description": "No such route, or no such row",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "E405": {
-        "description": "The route does not take this method",
         "content": {
           "application/json": {
             "schema": {

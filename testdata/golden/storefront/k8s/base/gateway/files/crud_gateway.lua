@@ -415,12 +415,12 @@ local OPENAPI = [[
               "schema": {
                 "oneOf": [
                   {
-                    "$ref": "#/components/schemas/Customer"
+                    "$ref": "#/components/schemas/CustomerInput"
                   },
                   {
                     "type": "array",
                     "items": {
-                      "$ref": "#/components/schemas/Customer"
+                      "$ref": "#/components/schemas/CustomerInput"
                     }
                   }
                 ]
@@ -476,7 +476,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Customer"
+                "$ref": "#/components/schemas/CustomerPatch"
               }
             }
           }
@@ -618,7 +618,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Customer"
+                "$ref": "#/components/schemas/CustomerPatch"
               }
             }
           }
@@ -666,7 +666,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Customer"
+                "$ref": "#/components/schemas/CustomerInput"
               }
             }
           }
@@ -925,12 +925,12 @@ local OPENAPI = [[
               "schema": {
                 "oneOf": [
                   {
-                    "$ref": "#/components/schemas/OrderItems"
+                    "$ref": "#/components/schemas/OrderItemsInput"
                   },
                   {
                     "type": "array",
                     "items": {
-                      "$ref": "#/components/schemas/OrderItems"
+                      "$ref": "#/components/schemas/OrderItemsInput"
                     }
                   }
                 ]
@@ -986,7 +986,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/OrderItems"
+                "$ref": "#/components/schemas/OrderItemsPatch"
               }
             }
           }
@@ -1128,7 +1128,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/OrderItems"
+                "$ref": "#/components/schemas/OrderItemsPatch"
               }
             }
           }
@@ -1176,7 +1176,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/OrderItems"
+                "$ref": "#/components/schemas/OrderItemsInput"
               }
             }
           }
@@ -1475,12 +1475,12 @@ local OPENAPI = [[
               "schema": {
                 "oneOf": [
                   {
-                    "$ref": "#/components/schemas/Product"
+                    "$ref": "#/components/schemas/ProductInput"
                   },
                   {
                     "type": "array",
                     "items": {
-                      "$ref": "#/components/schemas/Product"
+                      "$ref": "#/components/schemas/ProductInput"
                     }
                   }
                 ]
@@ -1536,7 +1536,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Product"
+                "$ref": "#/components/schemas/ProductPatch"
               }
             }
           }
@@ -1776,7 +1776,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Product"
+                "$ref": "#/components/schemas/ProductPatch"
               }
             }
           }
@@ -1824,7 +1824,7 @@ local OPENAPI = [[
           "content": {
             "application/json": {
               "schema": {
-                "$ref": "#/components/schemas/Product"
+                "$ref": "#/components/schemas/ProductInput"
               }
             }
           }
@@ -2148,6 +2148,7 @@ local OPENAPI = [[
       },
       "Customer": {
         "type": "object",
+        "description": "Shop customers; each sees only their own record",
         "properties": {
           "id": {
             "type": "string",
@@ -2183,15 +2184,80 @@ local OPENAPI = [[
             "readOnly": true
           }
         },
+        "required": [
+          "id",
+          "email",
+          "name",
+          "tier",
+          "user_id",
+          "created_at",
+          "updated_at"
+        ],
+        "additionalProperties": false
+      },
+      "CustomerInput": {
+        "type": "object",
+        "description": "Shop customers; each sees only their own record (to create or replace)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "email": {
+            "type": "string"
+          },
+          "name": {
+            "type": "string"
+          },
+          "tier": {
+            "type": "string",
+            "enum": [
+              "TIER_UNSPECIFIED",
+              "TIER_BASIC",
+              "TIER_GOLD"
+            ]
+          },
+          "user_id": {
+            "type": "string"
+          }
+        },
         "additionalProperties": false,
         "required": [
           "email",
           "name"
-        ],
-        "description": "Shop customers; each sees only their own record"
+        ]
+      },
+      "CustomerPatch": {
+        "type": "object",
+        "description": "Shop customers; each sees only their own record (fields to change)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "email": {
+            "type": "string"
+          },
+          "name": {
+            "type": "string"
+          },
+          "tier": {
+            "type": "string",
+            "enum": [
+              "TIER_UNSPECIFIED",
+              "TIER_BASIC",
+              "TIER_GOLD"
+            ]
+          },
+          "user_id": {
+            "type": "string"
+          }
+        },
+        "additionalProperties": false
       },
       "Product": {
         "type": "object",
+        "description": "The catalog; anyone may read it, only admins change it",
         "properties": {
           "id": {
             "type": "string",
@@ -2244,17 +2310,121 @@ local OPENAPI = [[
             "readOnly": true
           }
         },
+        "required": [
+          "id",
+          "sku",
+          "name",
+          "price",
+          "cost",
+          "category",
+          "attributes",
+          "tags",
+          "stock",
+          "active",
+          "created_at",
+          "updated_at"
+        ],
+        "additionalProperties": false
+      },
+      "ProductInput": {
+        "type": "object",
+        "description": "The catalog; anyone may read it, only admins change it (to create or replace)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "sku": {
+            "type": "string"
+          },
+          "name": {
+            "type": "string"
+          },
+          "price": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "cost": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "category": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "attributes": {},
+          "tags": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            }
+          },
+          "stock": {
+            "type": "integer",
+            "format": "int32"
+          },
+          "active": {
+            "type": "boolean"
+          }
+        },
         "additionalProperties": false,
         "required": [
           "sku",
           "name",
           "price",
           "cost"
-        ],
-        "description": "The catalog; anyone may read it, only admins change it"
+        ]
+      },
+      "ProductPatch": {
+        "type": "object",
+        "description": "The catalog; anyone may read it, only admins change it (fields to change)",
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "sku": {
+            "type": "string"
+          },
+          "name": {
+            "type": "string"
+          },
+          "price": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "cost": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "category": {
+            "type": [
+              "string",
+              "null"
+            ]
+          },
+          "attributes": {},
+          "tags": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            }
+          },
+          "stock": {
+            "type": "integer",
+            "format": "int32"
+          },
+          "active": {
+            "type": "boolean"
+          }
+        },
+        "additionalProperties": false
       },
       "OrderItems": {
         "type": "object",
+        "description": "One product line of a customer's order",
         "properties": {
           "id": {
             "type": "integer",
@@ -2299,13 +2469,96 @@ local OPENAPI = [[
             "readOnly": true
           }
         },
+        "required": [
+          "id",
+          "product_id",
+          "customer_id",
+          "quantity",
+          "price",
+          "shipped_at",
+          "created_at",
+          "updated_at"
+        ],
+        "additionalProperties": false
+      },
+      "OrderItemsInput": {
+        "type": "object",
+        "description": "One product line of a customer's order (to create or replace)",
+        "properties": {
+          "id": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "product_id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "customer_id": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "format": "uuid"
+          },
+          "quantity": {
+            "type": "integer",
+            "format": "int32"
+          },
+          "price": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "shipped_at": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "format": "date-time"
+          }
+        },
         "additionalProperties": false,
         "required": [
           "product_id",
           "quantity",
           "price"
-        ],
-        "description": "One product line of a customer's order"
+        ]
+      },
+      "OrderItemsPatch": {
+        "type": "object",
+        "description": "One product line of a customer's order (fields to change)",
+        "properties": {
+          "id": {
+            "type": "integer",
+            "format": "int64"
+          },
+          "product_id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "customer_id": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "format": "uuid"
+          },
+          "quantity": {
+            "type": "integer",
+            "format": "int32"
+          },
+          "price": {
+            "type": "string",
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+          },
+          "shipped_at": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "format": "date-time"
+          }
+        },
+        "additionalProperties": false
       }
     },
     "parameters": {
@@ -2399,16 +2652,6 @@ local OPENAPI = [[
       },
       "E404": {
         "description": "No such route, or no such row",
-        "content": {
-          "application/json": {
-            "schema": {
-              "$ref": "#/components/schemas/Error"
-            }
-          }
-        }
-      },
-      "E405": {
-        "description": "The route does not take this method",
         "content": {
           "application/json": {
             "schema": {
