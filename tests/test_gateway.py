@@ -295,18 +295,18 @@ def test_upstream_connections_are_kept_alive(gateway, netns, recording):
     assert len(ports) < 10
 
 
-def exhaust(netns, path: str, headers: dict, source: str) -> None:
-    """Send requests over one connection until the gateway answers 429."""
+def exhaust(netns, path: str, headers: dict, source: str) -> int:
+    """Send requests over one connection until the gateway answers 429; how many passed."""
     conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10, source_address=(source, 0))
     with netns.inside():
         conn.connect()
     try:
-        for _ in range(1000):
+        for passed in range(1000):
             conn.request("GET", path, headers=headers)
             reply = conn.getresponse()
             reply.read()
             if reply.status == 429:
-                return
+                return passed
     finally:
         conn.close()
     raise AssertionError("never rate limited")
@@ -319,11 +319,12 @@ def test_rate_limit_per_token_follows_the_token_across_addresses(gateway, netns)
     path = entity.base_path + entity.path
     time.sleep(rate.burst / rate.requests_per_second + 0.2)
     token = {"Authorization": "Bearer token-one"}
-    exhaust(netns, path, token, "127.0.0.3")
-    # Same token from another address: limited. Another token, or none, from there: not.
-    assert call(netns, "GET", path, token, source="127.0.0.4").status == 429
+    assert exhaust(netns, path, token, "127.0.0.3") >= rate.burst
+    # Same token from another address: limited at once (only what refilled meanwhile gets
+    # through, however slow the machine). Another token, or none, from there: its full burst.
+    assert exhaust(netns, path, token, "127.0.0.4") < rate.burst // 2
     other = {"Authorization": "Bearer token-two"}
-    assert call(netns, "GET", path, other, source="127.0.0.4").status == 200
+    assert call(netns, "GET", path, other, source="127.0.0.6").status == 200
     assert call(netns, "GET", path, source="127.0.0.5").status == 200
 
 
