@@ -406,3 +406,26 @@ def test_the_served_openapi_document_is_valid_and_every_path_works(gateway, netn
             walked += 1
     entities = backend.entities
     assert walked >= 4 * len(entities) + len(backend.endpoints)
+
+
+def test_streams_refuse_unknown_query_parameters_before_any_work(gateway, netns, recording):
+    """A cache-buster (`?_=…`) or a misspelt column would become a filter no event matches:
+    a JSON 400 before the permission check or Redis; columns and the stream's own
+    parameters go on to the permission check."""
+    backend, _ = gateway
+    sources = (f"127.0.4.{n}" for n in itertools.count(1))
+    for entity in backend.streamed:
+        path = f"/stream/sse/{entity.name}"
+        for query in ("_=1700000000", "no_such_column=eq.1"):
+            recording.mark()
+            reply = call(netns, "GET", f"{path}?{query}", source=next(sources))
+            assert reply.status == 400, (entity.name, query)
+            error = json.loads(reply.body)
+            assert error["code"] == "bad_request"
+            assert f"Unknown query parameter '{query.split('=')[0]}'" in error["message"]
+            assert recording.since() == [], "refused before the permission check"
+        column = entity.columns[0].name
+        recording.mark()
+        call(netns, "GET", f"{path}?{column}=eq.x&history=5&action=I", {"Authorization":
+             "Bearer x.e30.x"}, source=next(sources))
+        assert recording.since()[0]["path"] == f"/{entity.name}", "went on to the check"

@@ -1278,8 +1278,20 @@ end
 
 -- Sends the Redis stream `topic` as Server-Sent Events after checking that the caller may
 -- read `table` (as PostgREST decides). `label` names the stream in metrics.
-local function serve(label, topic, table, owner_column, shared_read, admins)
+local function serve(label, topic, table, owner_column, shared_read, admins, columns)
     local args = ngx.req.get_uri_args(50)
+    -- A parameter that is neither the stream's own nor a column would be taken for a filter
+    -- no event ever matches (a cache-buster `_=…`, a misspelt column): refused before any
+    -- work, with a JSON 400, instead of a stream that stays silent.
+    if columns then
+        for key in pairs(args) do
+            if not RESERVED_ARGS[key] and not columns[key] then
+                return fail(400, "bad_request", "Unknown query parameter '" .. tostring(key)
+                    .. "': a stream takes last_event_id, history, action, access_token, ticks "
+                    .. "and filters on " .. label .. "'s columns (<column>=eq.<value>)")
+            end
+        end
+    end
     if type(args.access_token) == "string" then
         ngx.req.set_header("Authorization", "Bearer " .. args.access_token)
     end
@@ -1415,7 +1427,8 @@ function _M.sse(entity)
     if not stream then
         return fail(404, "not_found", "No such stream")
     end
-    return serve(entity, stream.topic, entity, stream.owner, stream.shared_read, stream.admins)
+    return serve(entity, stream.topic, entity, stream.owner, stream.shared_read, stream.admins,
+                 COLUMNS[entity])
 end
 
 -- /stream/<channel>: aggregation results, readable by the readers of the rule's entity.
