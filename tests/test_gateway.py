@@ -429,3 +429,23 @@ def test_streams_refuse_unknown_query_parameters_before_any_work(gateway, netns,
         call(netns, "GET", f"{path}?{column}=eq.x&history=5&action=I", {"Authorization":
              "Bearer x.e30.x"}, source=next(sources))
         assert recording.since()[0]["path"] == f"/{entity.name}", "went on to the check"
+
+
+def test_streams_refuse_origins_cors_does_not_allow_before_any_work(gateway, netns, recording):
+    """A page on a refused origin could not read the stream: 403 before the permission check
+    or a Redis connection. An allowed origin, or none (curl, Arroyo), goes on."""
+    backend, _ = gateway
+    sources = (f"127.0.5.{n}" for n in itertools.count(1))
+    allowed = [o for o in backend.cors.allowed_origins if o != "*"]
+    for entity in backend.streamed:
+        path = f"/stream/sse/{entity.name}"
+        recording.mark()
+        reply = call(netns, "GET", path, {"Origin": "https://elsewhere.example"},
+                     source=next(sources))
+        assert reply.status == 403 and recording.since() == [], entity.name
+        assert "https://elsewhere.example is not allowed" in json.loads(reply.body)["message"]
+        for headers in ([{"Origin": allowed[0]}] if allowed else []) + [{}]:
+            recording.mark()
+            call(netns, "GET", path, {**headers, "Authorization": "Bearer x.e30.x"},
+                 source=next(sources))
+            assert recording.since()[0]["path"] == f"/{entity.name}", headers

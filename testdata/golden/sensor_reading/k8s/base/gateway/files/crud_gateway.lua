@@ -1292,6 +1292,12 @@ end
 -- Sends the Redis stream `topic` as Server-Sent Events after checking that the caller may
 -- read `table` (as PostgREST decides). `label` names the stream in metrics.
 local function serve(label, topic, table, owner_column, shared_read, admins, columns)
+    -- A page on an origin CORS does not allow could not read the stream anyway: refused
+    -- before the permission check and before a Redis connection is held for it.
+    local origin = ngx.var.http_origin
+    if origin and origin ~= "" and (ngx.var.crud_cors_origin or "") == "" then
+        return fail(403, "forbidden", "Origin " .. origin .. " is not allowed (api.cors)")
+    end
     local args = ngx.req.get_uri_args(50)
     -- A parameter that is neither the stream's own nor a column would be taken for a filter
     -- no event ever matches (a cache-buster `_=…`, a misspelt column): refused before any
