@@ -4,35 +4,27 @@ A stream keeps 100,000 entries (~600 bytes each, the default max_len) and has a 
 group that has read and acknowledged everything, as Dapr's does when it keeps up; each round
 100 changes arrive, the group reads them, and the relay's `retention.trim` runs. The baseline,
 measured in the same run, is `XTRIM MINID` of the same number of entries without any group:
-what trimming costs when nothing needs to be protected. Redis is started here on a free port
-and removed afterwards. Run: .venv/bin/python bench/retention_trim.py
+what trimming costs when nothing needs to be protected. Redis is started here on a free port,
+as the stack runs it (append-only file, password), and removed afterwards.
+Run: .venv/bin/python bench/retention_trim.py
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from protoc_gen_crud.devstack import RedisServer, free_port
 from protoc_gen_crud.relay import retention
 
 KEPT, NEW, ROUNDS = 100_000, 100, 10
 PAYLOAD = json.dumps({"data": {"note": "y" * 560}})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fill(client: redis.Redis, topic: str, first: int, count: int) -> int:
@@ -51,19 +43,9 @@ def read_all(client: redis.Redis, topic: str) -> None:
 
 
 def main() -> None:
-    folder = tempfile.mkdtemp(prefix="crud-bench-")
-    port = free_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--save", "",
-                               "--appendonly", "no", "--dir", folder],
-                              stdout=subprocess.DEVNULL)
+    server = RedisServer(port=free_port()).start()  # as the stack runs it
     try:
-        client = redis.Redis(port=port)
-        for _ in range(50):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
+        client = server.client()
         grouped, plain = "crud.grouped", "crud.plain"
         nxt = fill(client, grouped, 1, KEPT)
         fill(client, plain, 1, KEPT)
@@ -88,9 +70,7 @@ def main() -> None:
         print(f"median {statistics.median(relay) * 1000:.2f} ms vs "
               f"{statistics.median(baseline) * 1000:.2f} ms: ratio {ratio:.1f}")
     finally:
-        server.terminate()
-        server.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        server.cleanup()
 
 
 if __name__ == "__main__":

@@ -140,10 +140,11 @@ def service_token(role: str, secret: str,
     secret."""
     def part(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    payload: dict = {}
     value: object = role
     for kind, step in reversed(role_claim):  # nested as the claim path reads it
         value = {step: value} if kind == "key" else [None] * int(step) + [value]
-    payload: dict = dict(value)  # type: ignore[arg-type]
+    payload.update(value)  # a claim path starts with a key: the outermost value is a dict
     if audience:
         payload["aud"] = audience
     header = part(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())

@@ -54,11 +54,7 @@ def processing_timeout_ms(backend: Backend) -> int:
     blocking to put them on the one queue of queueDepth (87, 169-181) that `concurrency`
     workers drain: an app on K topics holds concurrency + queueDepth * (1 + K) messages,
     done one after another in the worst case."""
-    topics: dict[str, int] = {}
-    for entity in backend.streamed:
-        for subscriber in entity.subscribers:
-            topics[subscriber.app_id] = topics.get(subscriber.app_id, 0) + 1
-    most = max(topics.values(), default=1)
+    most = max((len(names) for names in _topics_by_app(backend).values()), default=1)
     held = CONCURRENCY + QUEUE_DEPTH * (1 + most)
     needed = -(-held // CONCURRENCY) * WORST_DELIVERY_MS + 10_000  # 10 s to spare
     return max(PROCESSING_TIMEOUT_MS, -(-needed // 10_000) * 10_000)
@@ -88,6 +84,15 @@ def _component(name: str, kind: str, metadata: list[dict], secrets: bool = True)
     return resource
 
 
+def _topics_by_app(backend: Backend) -> dict[str, set[str]]:
+    """The change topics each configured subscriber app subscribes to."""
+    by_app: dict[str, set[str]] = {}
+    for entity in backend.streamed:
+        for subscriber in entity.subscribers:
+            by_app.setdefault(subscriber.app_id, set()).add(topic(entity.name))
+    return by_app
+
+
 def _scopes(backend: Backend) -> list[dict]:
     """protectedTopics and subscriptionScopes (dapr v1.14.4 pkg/scopes/scopes.go): a
     protected topic may be published or subscribed to only by an app whose scope lists it.
@@ -95,10 +100,7 @@ def _scopes(backend: Backend) -> list[dict]:
     topics = sorted(topic(e.name) for e in backend.streamed)
     if not topics:
         return []
-    by_app: dict[str, set[str]] = {}
-    for entity in backend.streamed:
-        for subscriber in entity.subscribers:
-            by_app.setdefault(subscriber.app_id, set()).add(topic(entity.name))
+    by_app = _topics_by_app(backend)
     scoped = [{"name": "protectedTopics", "value": ",".join(topics)}]
     if by_app:
         scoped.append({"name": "subscriptionScopes", "value": ";".join(

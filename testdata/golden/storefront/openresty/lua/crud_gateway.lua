@@ -2710,6 +2710,21 @@ local COLUMNS = {
     ["order_items"] = { ["id"] = true, ["product_id"] = true, ["customer_id"] = true, ["quantity"] = true, ["price"] = true, ["shipped_at"] = true, ["created_at"] = true, ["updated_at"] = true },
 }
 
+-- The request body, whether nginx kept it in memory or spooled it to a file.
+local function request_body()
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    if not body then
+        local path = ngx.req.get_body_file()
+        local file = path and io.open(path, "rb")
+        if file then
+            body = file:read("*a")
+            file:close()
+        end
+    end
+    return body
+end
+
 -- A write with ?columns= (PostgREST then reads only those keys of the body and checks only
 -- their names): every key of every object must be a column, or the request is refused with
 -- PostgREST's own error for an unknown column (PGRST204), which it gives without ?columns=.
@@ -2722,8 +2737,7 @@ function _M.body_keys(table_name)
     if args.columns == nil then
         return
     end
-    ngx.req.read_body()
-    local body = ngx.req.get_body_data()
+    local body = request_body()
     local value = body and cjson.decode(body)
     if type(value) ~= "table" then
         return  -- not JSON here: PostgREST answers
@@ -3090,16 +3104,7 @@ function _M.publish(name)
     if ngx.req.get_method() ~= "POST" then
         return fail(405, "method_not_allowed", "POST a JSON object")
     end
-    ngx.req.read_body()
-    local body = ngx.req.get_body_data()
-    if not body then
-        local path = ngx.req.get_body_file()
-        local file = path and io.open(path, "rb")
-        if file then
-            body = file:read("*a")
-            file:close()
-        end
-    end
+    local body = request_body()
     body = body and body:match("^%s*(.-)%s*$")
     local value = body and cjson.decode(body)
     if type(value) ~= "table" or body:sub(1, 1) ~= "{" then
