@@ -19,6 +19,7 @@ from . import (
     openresty,
     postgres,
     postgrest,
+    readme,
     relay,
 )
 
@@ -35,4 +36,5 @@ TARGETS: dict[str, Target] = {
     "arroyo": arroyo.render,
     "observability": observability.render,
     "k8s": k8s.render,
+    "readme": readme.render,
 }

@@ -112,11 +112,16 @@ def _healthy(*names: str) -> dict:
     return {name: {"condition": "service_healthy"} for name in names}
 
 
+def published_port(backend: Backend) -> int:
+    """The host port the gateway is published on (80 unless the config says otherwise)."""
+    gateway = _override(backend, "proxy")
+    return gateway.published_port if gateway and gateway.published_port else 80
+
+
 def services(backend: Backend) -> dict[str, dict]:
     db = backend.database
     owner = db.username
-    gateway = _override(backend, "proxy")
-    published = (gateway.published_port if gateway and gateway.published_port else 80)
+    published = published_port(backend)
     tools = {"tools": {"condition": "service_completed_successfully"}}
     database = {
         "image": _image(backend, "database"),
