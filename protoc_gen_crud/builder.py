@@ -34,8 +34,9 @@ class Builder(EntityRules, ApiRules, StreamRules):
         entities = [self.entity(i, e, auth, names) for i, e in enumerate(msg.entity)]
         by_name = {e.name: e for e in entities}
         self.check_foreign_keys(entities, by_name)
-        endpoints = self.endpoints(auth, entities)
         rules = self.rules(by_name)
+        endpoints = self.endpoints(auth, entities, database.schema,
+                                   [r.output_table for r in rules if r.output_table])
         self.check_schema_names(entities, rules)
         infrastructure = self.infrastructure()
         self.report.raise_if_any()

@@ -1,18 +1,26 @@
-"""Custom endpoint parameters get the types PostgreSQL infers for them.
+"""Custom endpoint parameters get the types PostgreSQL infers for them, and a query
+PostgreSQL refuses is reported at generation, at the endpoint's file:line:column.
 
 The reference is PostgreSQL itself: each query is prepared with its parameters' types left
 open (`PREPARE`), and `pg_prepared_statements.parameter_types` says what the server inferred.
 Every example's endpoints and a matrix of parameter positions are compared with what the
-generator wrote into the endpoint functions' signatures.
+generator wrote into the endpoint functions' signatures; a corpus of queries the server
+refuses must each be refused by the generator, and none of the matrix may be.
 """
 
 from __future__ import annotations
 
+import re
+
+import psycopg
 import pytest
 
-from protoc_gen_crud import param_types
+from protoc_gen_crud import endpoint_query
+from protoc_gen_crud.diagnostics import GenerationError
 
 from .support import EXAMPLES, EXAMPLES_DIR, from_text, from_textproto, model_of
+
+STOREFRONT = EXAMPLES_DIR / "storefront" / "storefront.textproto"
 
 
 def server_types(database, schema: str, query: str) -> list[str]:
@@ -25,8 +33,9 @@ def server_types(database, schema: str, query: str) -> list[str]:
     return list(types)
 
 
-def columns_of(backend) -> dict[str, dict[str, str]]:
-    return {e.name: {c.name: c.sql_type for c in e.columns} for e in backend.entities}
+def columns_of(backend) -> dict[str, dict[str, endpoint_query.ColumnType]]:
+    return {e.name: {c.name: endpoint_query.ColumnType(c.sql_type, c.column_type)
+                     for c in e.columns} for e in backend.entities}
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -65,6 +74,77 @@ MATRIX = [
     "WHERE o.quantity >= $1 AND p.id = $2 AND o.shipped_at < $3",
     "SELECT $1 AS echo, lower($2)",
     "SELECT count(*) FROM order_items WHERE price * quantity > $1",
+    # Positions a token-by-token reading got wrong.
+    "SELECT * FROM product WHERE stock < coalesce($1, 0)",
+    "SELECT * FROM product WHERE length(name) > $1",
+    "SELECT * FROM product WHERE stock < ($1)",
+    "SELECT * FROM product WHERE price < $1 * 2",
+    "SELECT * FROM product WHERE EXTRACT(year FROM created_at) = $1",
+    "SELECT * FROM product WHERE (stock, price) < ($1, $2)",
+    # A wire-domain column assigned: the domain itself.
+    "UPDATE product SET price = $1 WHERE id = $2",
+    "INSERT INTO order_items (product_id, quantity, price) VALUES ($1, $2, $3) RETURNING id",
+    "INSERT INTO order_items (product_id, quantity, price) "
+    "SELECT id, $1, price FROM product WHERE sku = $2 RETURNING id",
+    "SELECT * FROM product WHERE attributes ->> $1 = $2",
+    "SELECT * FROM product WHERE attributes -> $1 = $2",
+    "SELECT * FROM product WHERE attributes #>> $1 = 'x'",
+    "SELECT * FROM product WHERE tags && $1 OR $2 = ANY(tags)",
+    "SELECT * FROM product WHERE name || $1 = $2",
+    "SELECT * FROM product WHERE abs(stock - $1) < $2",
+    "SELECT * FROM product WHERE round(price, $1) > $2",
+    "SELECT * FROM product WHERE CASE WHEN stock > 0 THEN $1 ELSE price END > 0",
+    "SELECT * FROM product WHERE CASE stock WHEN $1 THEN true ELSE false END",
+    "SELECT * FROM product WHERE stock IN (SELECT quantity FROM order_items WHERE price > $1)",
+    "SELECT * FROM product WHERE stock > (SELECT max(quantity) FROM order_items) - $1",
+    "SELECT * FROM product WHERE $1 AND NOT $2",
+    "SELECT * FROM product WHERE active = $1 AND -stock < $2",
+    "SELECT * FROM product WHERE date_trunc('day', created_at) = $1",
+    "SELECT * FROM product WHERE created_at > now() - interval '1 day' * $1",
+    "SELECT * FROM product WHERE created_at > now() - make_interval(days => $1)",
+    "SELECT * FROM product WHERE created_at::date = $1",
+    "SELECT * FROM product WHERE created_at AT TIME ZONE 'UTC' > $1",
+    "SELECT * FROM product WHERE stock BETWEEN $1 AND $2 + 1",
+    "SELECT count(*) FILTER (WHERE stock > $1) FROM product",
+    "SELECT * FROM product WHERE greatest(stock, $1) > 5 AND nullif(stock, $2) IS NULL",
+    "SELECT * FROM product WHERE stock IS DISTINCT FROM $1",
+    "WITH t AS (SELECT sku, stock FROM product) SELECT * FROM t WHERE stock > $1",
+    "SELECT * FROM (SELECT sku, stock * 2 AS s FROM product) x WHERE x.s > $1",
+    "SELECT * FROM product WHERE name ~* $1 OR name SIMILAR TO $2",
+    "SELECT * FROM product WHERE created_at - $1 > interval '1 day' + $2",
+    "SELECT * FROM product WHERE to_char(created_at, $1) = $2",
+    "SELECT * FROM product WHERE position($1 in name) > 0 AND substring(name from $2) = 'a'",
+    "SELECT * FROM product WHERE cardinality(tags) > $1 AND jsonb_array_length(attributes) > $2",
+    "SELECT * FROM product p WHERE EXISTS (SELECT 1 FROM order_items o "
+    "WHERE o.product_id = p.id AND o.quantity > $1)",
+    "SELECT sum(stock), avg(price) FROM product HAVING sum(stock) > $1 AND avg(price) > $2",
+    "SELECT * FROM jsonb_to_recordset($1) AS x(a int) WHERE a > 0",
+    "SELECT sku, count(*) AS n FROM product GROUP BY sku ORDER BY n DESC LIMIT $1",
+    "SELECT * FROM product, LATERAL (SELECT count(*) AS c FROM order_items o "
+    "WHERE o.product_id = product.id) s WHERE s.c > $1",
+    "SELECT * FROM product WHERE $1::int IS NULL OR stock = $1",
+]
+
+# Queries PostgreSQL refuses, each for another reason: the generator must refuse each too.
+REFUSED = [
+    "SELECT * FROM prodcut",
+    "SELECT stok FROM product",
+    "SELECT p.stok FROM product p",
+    "SELECT x.sku FROM product p",
+    "SELECT id FROM product p JOIN order_items o ON o.product_id = p.id",
+    "SELECT * FROM product WHERE name = 5",
+    "SELECT * FROM product WHERE active = 1",
+    "SELECT * FROM product WHERE created_at > now() - $1",
+    "SELECT * FROM product WHERE created_at > current_date + $1",
+    "SELECT * FROM product WHERE created_at::date > current_date - $1",
+    "SELECT * FROM product WHERE stock = ANY(ARRAY[$1, $2])",
+    "SELECT * FROM product WHERE id = $1::bigint + $2",
+    "SELECT * FROM product WHERE $1 IS NULL OR stock = $1",
+    "SELECT * FROM product WHERE stock > 1 ORDER BY",
+    "SELECT * FROM product WHERE stock >",
+    "SELECT * FORM product",
+    "UPDATE product SET stok = 1 WHERE sku = $1 RETURNING sku",
+    "INSERT INTO customer (email, nam) VALUES ($1, $2) RETURNING id",
 ]
 
 
@@ -75,8 +155,59 @@ def test_matrix_of_positions_matches_postgresql(database, tmp_path):
     tables = columns_of(backend)
     for query in MATRIX:
         server = server_types(database, backend.database.schema, query)
-        ours = param_types.infer(query, tables)
+        reading = endpoint_query.read(query, tables, backend.database.schema)
+        assert not reading.problems, (query, reading.problems)
+        ours = reading.params
         assert [ours.get(n, "text") for n in range(1, len(server) + 1)] == server, query
+
+
+def with_endpoint(query: str, method: str = "POST") -> str:
+    """The storefront example with one more endpoint, on the line after the first entity's
+    `custom_endpoints {`, so its position is known."""
+    text = STOREFRONT.read_text()
+    quoted = query.replace("\\", "\\\\").replace('"', '\\"')
+    block = (f'custom_endpoints {{ path: "/probe" method: "{method}" sql_query: "{quoted}" '
+             'roles: ["admin"] }\n')
+    at = text.index("custom_endpoints {")
+    return text[:at] + block + text[at:]
+
+
+def test_what_postgresql_refuses_the_generator_refuses(database, tmp_path):
+    """Each query the server refuses (PREPARE fails) fails generation with a diagnostic at
+    the endpoint's sql_query, naming the endpoint; nothing is generated."""
+    files = from_textproto(STOREFRONT, ["postgres"])
+    assert database.migrate(files, tmp_path).returncode == 0
+    schema = model_of("storefront").database.schema
+    text = STOREFRONT.read_text()
+    line = text[:text.index("custom_endpoints {")].count("\n") + 1
+    for i, query in enumerate(REFUSED):
+        with database.connect(autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            with pytest.raises(psycopg.Error):
+                conn.execute(f"PREPARE refused_{i} AS {query}")
+        with pytest.raises(GenerationError) as caught:
+            from_text(with_endpoint(query), "storefront.textproto")
+        found = [str(d) for d in caught.value.diagnostics]
+        assert any(re.match(rf"storefront\.textproto:{line}:\d+: custom endpoint '/probe'", d)
+                   for d in found), (query, found)
+
+
+def test_the_matrix_generates(database, tmp_path):
+    """Every matrix query, as an endpoint, generates and migrates (its signature's types are
+    the server's, compared above)."""
+    for query in MATRIX[-6:]:
+        files = from_text(with_endpoint(query), "storefront.textproto", targets=["postgres"])
+        assert database.migrate(files, tmp_path / str(MATRIX.index(query))).returncode == 0, query
+
+
+def test_a_get_endpoint_that_writes_is_refused():
+    """PostgreSQL creates a STABLE function that updates, then refuses every call
+    ("UPDATE is not allowed in a non-volatile function"): refused at generation."""
+    with pytest.raises(GenerationError) as caught:
+        from_text(with_endpoint("UPDATE product SET stock = 0 WHERE sku = $1", "GET"),
+                  "storefront.textproto")
+    assert any("a GET endpoint is read-only" in str(d) and "set method: \"POST\"" in str(d)
+               for d in caught.value.diagnostics)
 
 
 def test_the_issue_query_migrates_and_runs(database, tmp_path):
@@ -113,14 +244,20 @@ def test_the_issue_query_migrates_and_runs(database, tmp_path):
 
 
 def test_declared_types_win(database, tmp_path):
-    """storefront's restock declares amount INTEGER and leaves sku open (text, as inferred)."""
-    backend = model_of("storefront")
-    restock = next(e for e in backend.endpoints if e.path == "/products/restock")
-    assert [(p.name, p.sql_type) for p in restock.params] == [("sku", "text"),
-                                                            ("amount", "integer")]
-    open_param = param_types.infer("SELECT 1 FROM product WHERE stock < $1",
-                                        columns_of(backend))
-    assert open_param == {1: "integer"}
+    """A declared type other than the inferred one is the signature's: `stock < $1` infers
+    integer, `params { type: SQL_TYPE_BIGINT }` makes it bigint (and it still migrates)."""
+    text = with_endpoint("SELECT sku FROM product WHERE stock < $1 LIMIT $2").replace(
+        'roles: ["admin"] }', 'params { name: "below" type: SQL_TYPE_BIGINT } '
+        'params { name: "n" type: SQL_TYPE_INTEGER } roles: ["admin"] }', 1)
+    files = from_text(text, "storefront.textproto", targets=["postgres"])
+    assert database.migrate(files, tmp_path).returncode == 0
+    (signature,) = database.query(
+        "SELECT pg_get_function_identity_arguments(p.oid) FROM pg_proc p "
+        "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = 'probe'")[0]
+    assert signature == "below bigint, n integer"
+    inferred = endpoint_query.read("SELECT sku FROM product WHERE stock < $1 LIMIT $2",
+                                   columns_of(model_of("storefront"))).params
+    assert inferred == {1: "integer", 2: "bigint"}
 
 
 def test_a_query_postgresql_rejects_names_its_endpoint_and_the_types_it_infers(database,

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import re
 
-from .. import model, param_types, sqltypes
+from .. import endpoint_query, model, sqltypes
 from ..diagnostics import Path
 from ..gen.crud.v1 import options_pb2 as pb
 from . import auth as auth_rules
-from .common import QUOTED, RulesBase, enum_name, function_name, query_parameters
+from .common import RulesBase, enum_name, function_name, query_parameters
 
 
 class ApiRules(RulesBase):
@@ -132,7 +132,8 @@ class ApiRules(RulesBase):
             "read": lists["read"], "create": lists["create"], "update": lists["update"],
             "delete": lists["delete"], "admin_roles": lists["admin_roles"]})
 
-    def endpoints(self, auth: model.Auth, entities: list[model.Entity]) -> list[model.Endpoint]:
+    def endpoints(self, auth: model.Auth, entities: list[model.Entity], schema: str,
+                  output_tables: list[str]) -> list[model.Endpoint]:
         blocks: list[tuple[Path, pb.Api, str]] = []
         if self.msg.HasField("api") and not self.root_serves_entity("api"):
             for key in ("entity_path", "access"):
@@ -148,7 +149,11 @@ class ApiRules(RulesBase):
         result = []
         seen: list[tuple[Path, str]] = []
         routes: list[tuple[Path, str]] = []
-        columns_by_table = {e.name: {c.name: c.sql_type for c in e.columns} for e in entities}
+        # The tables an endpoint's query may name: the entities' (columns known) and the
+        # aggregation rules' outputs (read as they are found).
+        tables: dict[str, endpoint_query.Columns] = dict.fromkeys(output_tables)
+        tables.update({e.name: {c.name: endpoint_query.ColumnType(c.sql_type, c.column_type)
+                                for c in e.columns} for e in entities})
         for path, api, base in blocks:
             for k, ep in enumerate(api.custom_endpoints):
                 here = path + ("custom_endpoints", k)
@@ -175,11 +180,17 @@ class ApiRules(RulesBase):
                     self.error(here + ("params",), f"{where}: params names "
                                f"{len(ep.params)} argument(s) but the query uses "
                                f"{len(numbers)}")
-                if ";" in QUOTED.sub(" ", ep.sql_query).strip().rstrip(";"):
-                    self.error(here + ("sql_query",), f"{where}: sql_query must be a single "
-                                                      "statement")
+                reading = endpoint_query.read(ep.sql_query, tables, schema)
+                for problem in reading.problems:
+                    at = f" (at character {problem.position})" if problem.position else ""
+                    self.error(here + ("sql_query",), f"{where}: PostgreSQL would refuse the "
+                               f"query: {problem.message}{at}")
+                if method == "GET" and reading.writes:
+                    self.error(here + ("method",), f"{where}: a GET endpoint is read-only "
+                               f"(a STABLE function) but the query writes ({reading.kind}); "
+                               "set method: \"POST\"")
                 params = []
-                inferred = param_types.infer(ep.sql_query, columns_by_table) if numbers else {}
+                inferred = reading.params
                 for n in range(1, max(numbers, default=0) + 1):
                     p = ep.params[n - 1] if n <= len(ep.params) else pb.Param()
                     pname = p.name or f"p{n}"
