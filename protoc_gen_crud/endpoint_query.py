@@ -13,7 +13,7 @@ time, because the migration that creates the function runs in production:
   endpoint that writes. These are reported with the endpoint's `file:line:column` instead of
   failing the migration.
 
-The query is parsed by libpg_query (pglast), PostgreSQL's own parser, so the syntax is
+The query is parsed by libpg_query (pglast), PostgreSQL 18's own parser, so the syntax is
 PostgreSQL's to the letter. Names are resolved against the model's tables. The test suite
 compares every inference with PostgreSQL's (`PREPARE` and
 `pg_prepared_statements.parameter_types`) and every refusal with the server's.
