@@ -76,7 +76,18 @@ class Reading:
     kind: str
     writes: bool
     problems: tuple[Problem, ...]
+    # The result's columns: name -> type as the function returns it ("" where only the
+    # server knows), for the OpenAPI document and the clients.
+    columns: tuple[tuple[str, str], ...] = ()
 
+
+
+# A statement's output columns in order (None: type not known here).
+Outputs = dict[str, ColumnType | None]
+
+
+def _known(sql_type: str | None) -> ColumnType | None:
+    return ColumnType(sql_type, sql_type) if sql_type and sql_type != UNKNOWN else None
 
 
 @dataclass
@@ -99,6 +110,8 @@ class _Reader:
         # `$n IS NULL` before anything types $n: PostgreSQL leaves it unknown there and then
         # cannot settle it when a later use types it.
         self.untyped: dict[int, int] = {}
+        # A `*` over columns this reader cannot know: the result's columns are the server's.
+        self.unknown_star = False
 
     # --- parameters -------------------------------------------------------------------
 
@@ -113,7 +126,7 @@ class _Reader:
 
     # --- statements ---------------------------------------------------------------------
 
-    def statement(self, node, outer: list[_Frame]) -> dict[str, str | None]:
+    def statement(self, node, outer: list[_Frame]) -> Outputs:
         """Visit one statement; returns its output columns (for subqueries and CTEs)."""
         if isinstance(node, ast.SelectStmt):
             return self.select(node, outer)
@@ -135,10 +148,9 @@ class _Reader:
             if names:
                 values = list(outputs.values())
                 columns = {n: values[i] if i < len(values) else None for i, n in enumerate(names)}
-            frame.ctes[cte.ctename] = {n: ColumnType(t, t) if t else ColumnType("", "")
-                                       for n, t in columns.items()}
+            frame.ctes[cte.ctename] = {n: t or ColumnType("", "") for n, t in columns.items()}
 
-    def select(self, node: ast.SelectStmt, outer: list[_Frame]) -> dict[str, str | None]:
+    def select(self, node: ast.SelectStmt, outer: list[_Frame]) -> Outputs:
         frame = _Frame()
         self.with_clause(node.withClause, frame, outer)
         scope = [frame, *outer]
@@ -148,24 +160,15 @@ class _Reader:
             self.limits(node, scope)
             return left
         if node.valuesLists:
-            out: dict[str, str | None] = {}
+            out: Outputs = {}
             for row in node.valuesLists:
                 for i, value in enumerate(row):
-                    out.setdefault(f"column{i + 1}", self.expr(value, scope))
+                    out.setdefault(f"column{i + 1}", _known(self.expr(value, scope)))
             return out
         for item in node.fromClause or ():
             self.from_item(item, frame, scope)
-        out = {}
-        for target in node.targetList or ():
-            value = target.val
-            if isinstance(value, ast.ColumnRef) and isinstance(value.fields[-1], ast.A_Star):
-                out.update(self.star(value, scope))
-                continue
-            sql_type = self.expr(value, scope)
-            name = target.name or _default_name(value)
-            out[name] = None if sql_type == UNKNOWN else sql_type
-            if target.name:
-                frame.outputs.add(target.name)
+        out = self.targets(node.targetList, scope)
+        frame.outputs.update(t.name for t in node.targetList or () if t.name)
         self.condition(node.whereClause, scope)
         for item in node.groupClause or ():
             self.expr(item, scope, outputs=True)
@@ -194,7 +197,7 @@ class _Reader:
             self.assign(node, "boolean")
             self.expr(node, scope)
 
-    def modify(self, node, outer: list[_Frame]) -> dict[str, str | None]:
+    def modify(self, node, outer: list[_Frame]) -> Outputs:
         frame = _Frame()
         self.with_clause(node.withClause, frame, outer)
         scope = [frame, *outer]
@@ -241,13 +244,21 @@ class _Reader:
             for item in node.usingClause or ():
                 self.from_item(item, frame, scope)
             self.condition(node.whereClause, scope)
-        out: dict[str, str | None] = {}
         returning = getattr(node, "returningClause", None)  # PostgreSQL 18's RETURNING
-        for t in (returning.exprs if returning is not None else None) or ():
-            if isinstance(t.val, ast.ColumnRef) and isinstance(t.val.fields[-1], ast.A_Star):
-                out.update(self.star(t.val, scope))
-                continue
-            out[t.name or _default_name(t.val)] = self.expr(t.val, scope)
+        return self.targets(returning.exprs if returning is not None else None, scope)
+
+    def targets(self, items, scope: list[_Frame]) -> Outputs:
+        """A target list's columns: a column keeps its table's types (a wire domain stays
+        one), an expression has its own type."""
+        out: Outputs = {}
+        for t in items or ():
+            value = t.val
+            if isinstance(value, ast.ColumnRef) and isinstance(value.fields[-1], ast.A_Star):
+                out.update(self.star(value, scope))
+            elif isinstance(value, ast.ColumnRef):
+                out[t.name or _default_name(value)] = self.column(value, scope, False)
+            else:
+                out[t.name or _default_name(value)] = _known(self.expr(value, scope))
         return out
 
     # --- FROM ---------------------------------------------------------------------------
@@ -268,7 +279,7 @@ class _Reader:
                     values = [(n, values[i][1] if i < len(values) else None)
                               for i, n in enumerate(names)]
                 frame.relations[item.alias.aliasname] = {
-                    n: ColumnType(t, t) if t else ColumnType("", "") for n, t in values}
+                    n: t or ColumnType("", "") for n, t in values}
         else:  # a function, VALUES with an alias, a table sample ...: columns not known here
             for child in _children(item):
                 self.expr(child, scope)
@@ -303,15 +314,17 @@ class _Reader:
                 f'column "{name}" of relation "{relation.relname}" does not exist (its '
                 f"columns: {', '.join(columns)})", location + 1))
 
-    def star(self, node: ast.ColumnRef, scope: list[_Frame]) -> dict[str, str | None]:
+    def star(self, node: ast.ColumnRef, scope: list[_Frame]) -> Outputs:
         names = [f.sval for f in node.fields[:-1]]
         frame = scope[0]
         if names:
             columns = self.qualified(names[-1], node, scope)
-            return {n: c.operand or None for n, c in (columns or {}).items()}
-        out: dict[str, str | None] = {}
+            self.unknown_star = self.unknown_star or columns is None
+            return dict((columns or {}).items())
+        out: Outputs = {}
         for columns in frame.relations.values():
-            out.update({n: c.operand or None for n, c in (columns or {}).items()})
+            self.unknown_star = self.unknown_star or columns is None
+            out.update((columns or {}).items())
         return out
 
     def qualified(self, alias: str, node, scope: list[_Frame]) -> Columns:
@@ -324,7 +337,8 @@ class _Reader:
                                          node.location + 1))
         return None
 
-    def column(self, node: ast.ColumnRef, scope: list[_Frame], outputs: bool) -> str | None:
+    def column(self, node: ast.ColumnRef, scope: list[_Frame], outputs: bool
+               ) -> ColumnType | None:
         names = [f.sval for f in node.fields if isinstance(f, ast.String)]
         if len(names) != len(node.fields) or len(names) > 3:
             return None
@@ -337,7 +351,7 @@ class _Reader:
                     f'column {names[-2]}.{names[-1]} does not exist (its columns: '
                     f"{', '.join(columns)})", node.location + 1))
                 return None
-            return columns[names[-1]].operand or None
+            return columns[names[-1]]
         name = names[0]
         opaque = False
         for frame in scope:
@@ -347,7 +361,7 @@ class _Reader:
                                              node.location + 1))
                 return None
             if found:
-                return found[0].operand or None
+                return found[0]
             opaque = opaque or any(c is None for c in frame.relations.values())
             if outputs and frame is scope[0] and name in frame.outputs:
                 return None
@@ -367,7 +381,8 @@ class _Reader:
             if isinstance(node.fields[-1], ast.A_Star):
                 self.star(node, scope)
                 return None
-            return self.column(node, scope, outputs)
+            found = self.column(node, scope, outputs)
+            return found.operand or None if found else None
         if isinstance(node, ast.A_Const):
             return constant(node)
         if isinstance(node, ast.TypeCast):
@@ -448,7 +463,8 @@ class _Reader:
 
     def sublink(self, node: ast.SubLink, scope: list[_Frame]) -> str | None:
         outputs = self.statement(node.subselect, scope)
-        first = next(iter(outputs.values()), None)
+        column = next(iter(outputs.values()), None)
+        first = column.operand or None if column else None
         if node.subLinkType == SubLinkType.EXISTS_SUBLINK:
             return "boolean"
         if node.subLinkType in (SubLinkType.ANY_SUBLINK, SubLinkType.ALL_SUBLINK):
@@ -609,7 +625,7 @@ def read(query: str, tables: Mapping[str, Columns], schema: str = "public") -> R
                                                "endpoint runs exactly one"),))
     reader = _Reader(tables, schema)
     stmt = statements[0].stmt
-    reader.statement(stmt, [])
+    outputs = reader.statement(stmt, [])
     for number, location in sorted(reader.untyped.items()):
         if number in reader.params:
             reader.problems.append(Problem(
@@ -618,5 +634,7 @@ def read(query: str, tables: Mapping[str, Columns], schema: str = "public") -> R
                 location + 1))
     kind = type(stmt).__name__.removesuffix("Stmt").lower()
     # A data-modifying CTE writes too.
+    columns = () if reader.unknown_star else tuple(
+        (name, t.stored if t else "") for name, t in outputs.items())
     return Reading(dict(sorted(reader.params.items())), kind, reader.writes,
-                   tuple(dict.fromkeys(reader.problems)))
+                   tuple(dict.fromkeys(reader.problems)), columns)

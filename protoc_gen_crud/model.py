@@ -156,6 +156,9 @@ class Endpoint:
     params: tuple[Param, ...]
     roles: tuple[str, ...]
     security_definer: bool
+    # The result's columns as the function returns them, read from the query; a type is ""
+    # where only the server knows it (PostgreSQL types the function itself at migration).
+    columns: tuple[Param, ...] = ()
 
     @property
     def volatility(self) -> str:

@@ -10,8 +10,10 @@ refuses must each be refused by the generator, and none of the matrix may be.
 
 from __future__ import annotations
 
+import json
 import re
 
+import jsonschema
 import psycopg
 import pytest
 
@@ -45,6 +47,19 @@ def test_every_example_endpoint_matches_postgresql(name, database, tmp_path):
     backend = model_of(name)
     checked = 0
     for endpoint in backend.endpoints:
+        # The result's columns read from the query are the function's (a wire domain's
+        # column is returned as its JSON); a type the reader leaves open is the server's.
+        rows = database.query(
+            "SELECT a.name, format_type(a.t, NULL) FROM pg_proc p JOIN pg_namespace n ON "
+            "n.oid = p.pronamespace, unnest(p.proallargtypes, p.proargmodes, p.proargnames) "
+            "WITH ORDINALITY AS a(t, mode, name, o) WHERE n.nspname = %s AND p.proname = %s "
+            "AND a.mode = 't' ORDER BY a.o", (backend.database.schema, endpoint.function))
+        assert [c.name for c in endpoint.columns] == [r[0] for r in rows], endpoint.path
+        for column, (_, server) in zip(endpoint.columns, rows, strict=True):
+            if column.sql_type:
+                wire = column.sql_type.startswith("crud_meta.")
+                assert ("json" if wire else endpoint_query.base_type(column.sql_type)) == \
+                    server, (endpoint.path, column)
         if not endpoint.params:
             continue
         # The examples declare no type that differs from the server's inference, so every
@@ -159,6 +174,11 @@ def test_matrix_of_positions_matches_postgresql(database, tmp_path):
         assert not reading.problems, (query, reading.problems)
         ours = reading.params
         assert [ours.get(n, "text") for n in range(1, len(server) + 1)] == server, query
+
+
+def operation_schema(document: dict, path: str) -> dict:
+    operation = next(iter(document["paths"][path].values()))
+    return operation["responses"]["200"]["content"]["application/json"]["schema"]
 
 
 def with_endpoint(query: str, method: str = "POST") -> str:
@@ -313,7 +333,7 @@ def test_endpoint_results_are_in_the_wire_form(database, tmp_path):
             }
           }
         }
-    ''', targets=["postgres"])
+    ''', targets=["postgres", "openapi"])
     assert database.migrate(files, tmp_path).returncode == 0, "migrates"
     database.query("INSERT INTO public.part (big, price, took, note) VALUES "
                    "(9007199254740993, 10.5, interval '1.5 seconds', 'x')")
@@ -323,3 +343,14 @@ def test_endpoint_results_are_in_the_wire_form(database, tmp_path):
                      "note": "x"}]
     (added,) = database.query("SELECT json_agg(r) FROM public.parts_add(p1 => 7, p2 => 'y') r")[0]
     assert added == [{"big": "7", "note": "y"}]
+    # The OpenAPI document describes those rows as they come.
+    document = json.loads(files["openapi/openapi.json"])
+    for path, rows in (("/api/v1/parts/big", body), ("/api/v1/parts/add", added)):
+        operation = next(iter(document["paths"][path].values()))
+        schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        assert set(schema["items"]["properties"]) == set(rows[0]), path
+        jsonschema.Draft202012Validator(schema).validate(rows)
+    wrong = [{**body[0], "big": 9007199254740993}]  # a number where the contract has a string
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(operation_schema(document, "/api/v1/parts/big")
+                                        ).validate(wrong)

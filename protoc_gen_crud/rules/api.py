@@ -210,6 +210,7 @@ class ApiRules(RulesBase):
                     path=ep.path, base_path=base, method=method, description=ep.description,
                     query=ep.sql_query.strip().rstrip(";").strip(), function=fname,
                     params=tuple(params), roles=roles, security_definer=ep.security_definer,
+                    columns=tuple(model.Param(n, t) for n, t in reading.columns),
                 ))
         self.unique(seen, "custom endpoint function", "the backend")
         self.unique(routes, "custom endpoint route", "the backend")

@@ -5,12 +5,13 @@ Server-Sent Events); PostgREST's own OpenAPI 2.0 document describes `/<table>` a
 `/rpc/<fn>` paths the gateway does not serve, so this one replaces it at `<base>/` and
 `<base>/openapi.json`. Schemas follow the wire contract: a column's JSON is its entity
 message field's proto3 JSON (64-bit integers and decimals as strings, bytes as base64,
-durations as "1.5s", enums by value name), as the domains of 0003_wire.sql make PostgREST
-write it.
+durations as "1.5s", enums by value name, dates and times of day as google.type.Date and
+TimeOfDay objects), as the domains of 0003_wire.sql make PostgREST write it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 
 from ..model import Backend, Column, Endpoint, Entity
@@ -22,6 +23,32 @@ _PATTERNS = {
     "int64": r"^-?[0-9]+$",
     "decimal": r"^-?[0-9]+(\.[0-9]+)?$",
     "duration": r"^-?[0-9]+(\.[0-9]{1,9})?s$",
+}
+
+def _int32(description: str, low: int, high: int) -> dict:
+    return {"type": "integer", "format": "int32", "minimum": low, "maximum": high,
+            "description": description}
+
+
+# google.type messages as proto3 JSON objects: a field at zero is left out by bindings.
+_MESSAGES: dict[str, dict] = {
+    "date": {
+        "type": "object", "description": "A google.type.Date: a whole date (a partial date, with "
+        "a zero or missing year, month or day, is refused).",
+        "properties": {"year": _int32("Year, 1 to 9999", 1, 9999),
+                       "month": _int32("Month, 1 to 12", 1, 12),
+                       "day": _int32("Day of the month, 1 to 31", 1, 31)},
+        "required": ["year", "month", "day"], "additionalProperties": False,
+    },
+    "time_of_day": {
+        "type": "object", "description": "A google.type.TimeOfDay (zero fields left out; nanos "
+        "keep microseconds; 24:00:00 is {\"hours\": 24}).",
+        "properties": {"hours": _int32("Hours, 0 to 24", 0, 24),
+                       "minutes": _int32("Minutes, 0 to 59", 0, 59),
+                       "seconds": _int32("Seconds, 0 to 59", 0, 59),
+                       "nanos": _int32("Nanoseconds, 0 to 999999999", 0, 999999999)},
+        "additionalProperties": False,
+    },
 }
 _SCALARS: dict[str, dict] = {
     "TEXT": {"type": "string"},
@@ -65,6 +92,8 @@ def _element(column: Column) -> dict:
     if wire in _PATTERNS:
         fmt = {"int64": {"format": "int64"}}.get(wire, {})
         return {"type": "string", "pattern": _PATTERNS[wire], **fmt}
+    if wire in _MESSAGES:
+        return copy.deepcopy(_MESSAGES[wire])  # the caller may change it
     return dict(_SCALARS[column.kind])
 
 
@@ -262,7 +291,38 @@ def param_schema(sql_type: str) -> dict:
     return dict(_PARAM_TYPES.get(base, {"type": "string"}))
 
 
-def _endpoint(endpoint: Endpoint) -> dict:
+# A function's result column in a plain type, as PostgREST writes it (json_agg of the rows):
+# numbers stay numbers; only the wire domains' columns are strings.
+_RESULT_TYPES = {**_PARAM_TYPES, "bigint": {"type": "integer", "format": "int64"},
+                 "numeric": {"type": "number"}}
+
+
+def result_schema(sql_type: str, wire: dict[str, Column]) -> dict:
+    """One result column's schema: a wire domain's column as the entity's column with that
+    domain is written; `{}` where only the server knows the type."""
+    if sql_type in wire:
+        column = wire[sql_type]
+        element = _element(column)
+        return {"type": "array", "items": element} if column.sql_type.endswith("]") else element
+    base = sql_type.split("(")[0].strip()
+    if base.endswith("[]"):
+        return {"type": "array", "items": result_schema(base[:-2], wire)}
+    return dict(_RESULT_TYPES.get(base, {"type": "string"} if base else {}))
+
+
+def _result(endpoint: Endpoint, wire: dict[str, Column]) -> dict:
+    if not endpoint.columns:
+        return {"type": "array", "items": {"type": "object"}}
+    properties = {}
+    for column in endpoint.columns:
+        schema = result_schema(column.sql_type, wire)
+        if "type" in schema:  # any column of a result may be NULL (outer joins, aggregates)
+            schema["type"] = [schema["type"], "null"]
+        properties[column.name] = schema
+    return {"type": "array", "items": {"type": "object", "properties": properties}}
+
+
+def _endpoint(endpoint: Endpoint, wire: dict[str, Column]) -> dict:
     operation: dict = {
         "operationId": endpoint.function,
         "summary": endpoint.description or f"{endpoint.method} {endpoint.path}",
@@ -271,7 +331,7 @@ def _endpoint(endpoint: Endpoint) -> dict:
         "tags": ["endpoints"],
         "responses": {
             "200": {"description": "The query's rows", "content": {"application/json": {
-                "schema": {"type": "array", "items": {"type": "object"}}}}},
+                "schema": _result(endpoint, wire)}}},
             **_errors("400", "401", "403", "429"),
         },
     }
@@ -326,8 +386,11 @@ def document(backend: Backend) -> dict:
         paths[route] = _collection(entity, name)
         if len(entity.primary_key) == 1:
             paths[route + "/{id}"] = _item(entity, name, entity.column(entity.primary_key[0]))
+    wire = {c.column_type: c for e in sorted(backend.entities, key=lambda e: e.name)
+            for c in reversed(e.columns) if c.domain}
     for endpoint in backend.endpoints:
-        paths.setdefault(endpoint.base_path + endpoint.path, {}).update(_endpoint(endpoint))
+        paths.setdefault(endpoint.base_path + endpoint.path, {}).update(
+            _endpoint(endpoint, wire))
     for entity in backend.streamed:
         paths[f"/stream/sse/{entity.name}"] = _stream(entity, _schema_name(entity))
     components: dict = {
