@@ -226,14 +226,29 @@ def nginx_binary() -> tuple[str, list[str]]:
     return found, lines
 
 
-class Gateway:
-    """The generated gateway (openresty/ folder) on real nginx inside a NetNamespace."""
+def docs_assets() -> Path | None:
+    """The installed npm project of the API reference page (its node_modules holds Swagger
+    UI), which the gateway serves as its docs/ folder: $CRUD_DOCS_DIR, else the one
+    scripts/setup.sh --system installs into build/docs-page of the checkout. None when
+    neither is installed (the page then says its files are missing)."""
+    from .resources import templates_dir
 
-    def __init__(self, netns: NetNamespace, openresty_dir: Path):
+    folder = Path(os.environ.get("CRUD_DOCS_DIR")
+                  or templates_dir().parent / "build" / "docs-page")
+    return folder if (folder / "node_modules" / "swagger-ui-dist").is_dir() else None
+
+
+class Gateway:
+    """The generated gateway (openresty/ folder) on real nginx inside a NetNamespace; with
+    `docs`, an installed reference-page project (see docs_assets) as its docs/ folder."""
+
+    def __init__(self, netns: NetNamespace, openresty_dir: Path, docs: Path | None = None):
         self.netns = netns
         self.prefix = Path(tempfile.mkdtemp(prefix="crud-gw-"))
         shutil.copytree(openresty_dir, self.prefix, dirs_exist_ok=True)
         (self.prefix / "logs").mkdir(exist_ok=True)
+        if docs is not None:
+            (self.prefix / "docs").symlink_to(docs.resolve(), target_is_directory=True)
         self.binary, modules = nginx_binary()
         self.wrapper = self.prefix / "wrapper.conf"
         self.wrapper.write_text("\n".join([*modules, f"include {self.prefix / 'nginx.conf'};"])
@@ -414,7 +429,8 @@ class LocalStack:
         self.pg.create_database(self.database)
         self.migrate()
         self.start_relay()
-        self.gateway = Gateway(self.host, self.generated / "openresty").start(
+        self.gateway = Gateway(self.host, self.generated / "openresty",
+                               docs=docs_assets()).start(
             {"REDIS_PASSWORD": self.redis.password, **self.env})
         self.wait_http(80)
         return self

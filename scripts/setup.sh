@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(postgresql postgresql-client nginx-extras lua-cjson iproute2 docker-compose prometheus redis-server lua-nginx-redis)
+SYSTEM_PACKAGES=(postgresql postgresql-client nginx-extras lua-cjson iproute2 docker-compose prometheus redis-server lua-nginx-redis chromium)
 PYTHON=${PYTHON:-python3}
 
 sudo_if_needed() {
@@ -38,6 +38,18 @@ if [ "${1:-}" = "--system" ]; then
     if [ "$(cat "$node_stamp" 2>/dev/null)" != "$node_want" ]; then
         (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
         echo "$node_want" > "$node_stamp"
+    fi
+    # The API reference page's assets (Swagger UI, pinned in templates/static/docs), which
+    # `make dev` and the tests' gateway serve at <base_path>/docs/assets/ (compose installs
+    # the same lock file in its `docs` one-shot). No install scripts run.
+    docs_dir=build/docs-page
+    docs_want=$(cat templates/static/docs/package.json templates/static/docs/package-lock.json \
+        | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$docs_dir/.crud-setup" 2>/dev/null)" != "$docs_want" ]; then
+        rm -rf "$docs_dir" && mkdir -p "$docs_dir"
+        cp templates/static/docs/package.json templates/static/docs/package-lock.json "$docs_dir/"
+        (cd "$docs_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+        echo "$docs_want" > "$docs_dir/.crud-setup"
     fi
 fi
 

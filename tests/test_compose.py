@@ -92,7 +92,7 @@ def test_every_service_is_pinned_checked_and_ordered(name, tmp_path):
     assert seed_names <= set(services)
     if model_of(name).rules:
         assert {"arroyo", "arroyo-register"} <= set(services)
-    one_shots = {"tools", "jwks"}
+    one_shots = {"tools", "jwks", "docs"}
     for service_name, service in services.items():
         image = service["image"]
         if "build" not in service:
@@ -123,6 +123,7 @@ def test_hot_reload_watches_every_generated_folder(name, tmp_path):
     assert watched["./migrations"] == ("migrate", "restart")
     assert watched["./dapr/components"] == ("mesh", "restart")
     assert watched["./relay/relay.json"] == ("relay", "restart")
+    assert watched["./docs"] == ("docs", "restart")
     if model_of(name).rules:
         assert watched["./arroyo-queries"] == ("arroyo-register", "restart")
     reload = dev["services"]["proxy"]["develop"]["watch"][0]["exec"]["command"]

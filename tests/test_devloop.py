@@ -12,7 +12,7 @@ import psycopg
 
 from protoc_gen_crud.devloop import DevLoop, difference
 
-from .support import EXAMPLES_DIR
+from .support import EXAMPLES_DIR, call
 from .test_realtime import SseClient
 
 
@@ -39,6 +39,10 @@ def test_editing_the_proto_reaches_database_and_stream(test_host, pg, redis_serv
         postmaster = pg.run_psql("postgres", "-Atc", "SELECT pg_postmaster_start_time()").stdout
         client = SseClient("/stream/sse/product")
         assert client.status == 200
+        # The reference page, with Swagger UI from scripts/setup.sh's npm install.
+        assert call(test_host, "GET", "/api/v1/docs").status == 200
+        asset = call(test_host, "GET", "/api/v1/docs/assets/swagger-ui-bundle.js")
+        assert asset.status == 200 and b"SwaggerUIBundle" in asset.body
 
         text = source.read_text()
         last_brace = text.rstrip().rfind("}")
@@ -47,6 +51,12 @@ def test_editing_the_proto_reaches_database_and_stream(test_host, pg, redis_serv
         os.utime(source, (time.time() + 5, time.time() + 5))
         change = loop.poll()
         assert change is not None and change.migrations, change
+        # The page's README lists the new column once the gateway's new workers answer
+        # (`nginx -s reload` returns before they start).
+        deadline = time.monotonic() + 10
+        while b"colour" not in call(test_host, "GET", "/api/v1/docs/README.md").body:
+            assert time.monotonic() < deadline, "the reloaded gateway serves the old README"
+            time.sleep(0.1)
 
         with psycopg.connect(pg.dsn("dev_loop"), autocommit=True) as conn:
             columns = {r[0] for r in conn.execute(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from ..model import Backend, Service
 from ..rendering import HEADER, dump_yaml
-from . import observability, postgrest
+from ..resources import static_text
+from . import observability, openresty, postgrest
 from .arroyo import TOKEN_VARIABLE
 from .observability import DAPR_METRICS_PORT
 from .relay import METRICS_PORT as RELAY_METRICS_PORT
@@ -29,6 +30,7 @@ IMAGES = {
     "arroyo": "ghcr.io/arroyosystems/arroyo:0.12.1",
     "arroyo-register": "python:3.12.8-alpine3.21",
     "tools": "busybox:1.37.0-musl",
+    "docs": "node:22.12.0-alpine3.21",
     "prometheus": "prom/prometheus:v2.55.1",
     "grafana": "grafana/grafana:11.3.1",
     "loki": "grafana/loki:3.3.2",
@@ -53,6 +55,9 @@ OBSERVABILITY = "observability"
 # Images without a shell or an HTTP client get one static busybox, copied once into a
 # volume, for their healthchecks.
 TOOLS = "/tools/busybox"
+# The reference page's npm project (./docs) is installed into this folder of the `docs`
+# volume, which the gateway mounts read-only as its docs/ folder.
+DOCS_VOLUME_DIR = "/srv/docs"
 
 
 def required(name: str) -> str:
@@ -210,12 +215,15 @@ def services(backend: Backend) -> dict[str, dict]:
         "environment": {"CRUD_REDIS_HOST": "redis", "CRUD_REDIS_PORT": "6379",
                         "REDIS_PASSWORD": redis_password},
         "volumes": ["./openresty/nginx.conf:/srv/gateway/nginx.conf:ro",
-                    "./openresty/lua:/srv/gateway/lua:ro", "tools:/tools:ro"],
+                    "./openresty/lua:/srv/gateway/lua:ro",
+                    f"docs:/srv/gateway/{openresty.DOCS_DIR}:ro", "tools:/tools:ro"],
         "tmpfs": ["/srv/gateway/logs"],
-        "depends_on": {**_healthy("crud", "redis"), **tools},
+        "depends_on": {**_healthy("crud", "redis"), **tools,
+                       "docs": {"condition": "service_completed_successfully"}},
         "healthcheck": _healthcheck(backend, "proxy", _http_check("http://127.0.0.1/health")),
         "restart": "unless-stopped",
     }
+    docs = docs_service(backend)
     tools_service = {
         "image": IMAGES["tools"],
         "command": ["cp", "/bin/busybox", TOOLS],
@@ -235,7 +243,7 @@ def services(backend: Backend) -> dict[str, dict]:
             "http://127.0.0.1:3500/v1.0/healthz/outbound")),
         "restart": "unless-stopped",
     }
-    result = {"database": database, "migrate": migrate, "tools": tools_service}
+    result = {"database": database, "migrate": migrate, "tools": tools_service, "docs": docs}
     if backend.auth.type == "OAUTH2":
         result["jwks"] = jwks_service(backend, tools_service)
         crud["volumes"].append(f"jwks:{postgrest.JWKS_DIR}:ro")
@@ -247,6 +255,25 @@ def services(backend: Backend) -> dict[str, dict]:
         result.update(arroyo_services(backend, tools))
     result.update(observability_services(backend, tools))
     return result
+
+
+def docs_service(backend: Backend) -> dict:
+    """The one-shot that installs the reference page's files (Swagger UI, from npm at the
+    version docs/package-lock.json pins; no install scripts run) into the `docs` volume. It
+    installs again only when the lock file changed. Without the registry it says so and
+    still succeeds: the API does not wait on the page, which then reports its files
+    missing."""
+    install = ("cp /src/package.json /src/package-lock.json . && npm ci --ignore-scripts "
+               "--no-audit --no-fund && cp package-lock.json installed.lock")
+    script = (f"cd {DOCS_VOLUME_DIR} && if cmp -s /src/package-lock.json installed.lock; then "
+              "echo 'docs: up to date'; else rm -f installed.lock && { " + install + " || echo "
+              "'docs: npm ci failed: the reference page has no Swagger UI files'; }; fi")
+    return {
+        "image": _image(backend, "docs"),
+        "command": ["sh", "-c", script],
+        "volumes": [f"./{openresty.DOCS_DIR}:/src:ro", f"docs:{DOCS_VOLUME_DIR}"],
+        "restart": "no",
+    }
 
 
 # The unprivileged user the `jwks` one-shot runs as (alpine's nobody).
@@ -390,7 +417,7 @@ def observability_services(backend: Backend, tools: dict) -> dict[str, dict]:
 
 
 def compose(backend: Backend) -> dict:
-    volumes = {"database-data": {}, "redis-data": {}, "tools": {}}
+    volumes = {"database-data": {}, "redis-data": {}, "tools": {}, "docs": {}}
     if backend.rules:
         volumes["arroyo-data"] = {}
     if backend.auth.type == "OAUTH2":
@@ -416,6 +443,9 @@ def override(backend: Backend) -> dict:
                                  "-s", "reload"]},
         }]}},
         "migrate": {"develop": {"watch": [{"path": "./migrations", "action": "restart"}]}},
+        # A new lock file (a newer protoc-gen-crud) installs the page's files again.
+        "docs": {"develop": {"watch": [{"path": f"./{openresty.DOCS_DIR}",
+                                        "action": "restart"}]}},
         "relay": {"develop": {"watch": [{"path": "./relay/relay.json",
                                          "action": "restart"}]}},
         "mesh": {"develop": {"watch": [{"path": "./dapr/components", "action": "restart"}]}},
@@ -435,8 +465,16 @@ def env_example(backend: Backend) -> str:
     return "\n".join(lines) + "\n"
 
 
+def docs_files() -> dict[str, str]:
+    """The reference page's npm project, which the `docs` service installs: its lock file
+    pins Swagger UI and its one dependency by version and integrity hash."""
+    return {f"{openresty.DOCS_DIR}/{name}": static_text(f"docs/{name}")
+            for name in ("package.json", "package-lock.json")}
+
+
 def render(backend: Backend) -> dict[str, str]:
     return {
+        **docs_files(),
         "compose.yml": HEADER + "# Production: docker compose -f compose.yml up\n"
         + dump_yaml(compose(backend)),
         "compose.override.yml": HEADER + "# Development settings, merged by `docker compose "

@@ -8,6 +8,13 @@ counts requests per route for Prometheus on a separate, unpublished port.
 
 The file runs as-is in the OpenResty image (Lua compiled in) and in Debian's nginx with the
 Lua module, whose `load_module` lines belong to a wrapper, not to this file.
+
+It also serves the API reference page at `<base>/docs`: Swagger UI, whose files come from npm
+at the version pinned in `docs/package-lock.json` (installed beside nginx.conf as
+`docs/node_modules` by compose's `docs` one-shot or by scripts/setup.sh for `make dev`),
+never from a CDN and never copied into this project. The page's HTML and start script are
+ours (templates/docs), kept in the Lua module like the OpenAPI document and the README it
+links to, so a regenerated backend reloads with the gateway.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass
 
 from ..aggregates import PIPELINE_ROLE
 from ..model import Backend, Endpoint, Entity
+from ..rendering import GENERATED
 from ..rendering import render as render_template
 from . import openapi
 from .postgrest import SERVER_PORT
@@ -28,6 +36,15 @@ INTERNAL_PORT = METRICS_PORT
 LISTEN_PORT = 80
 UPSTREAM_HOST = "crud"
 TICK = "T"  # the action of the clock ticks an SSE client asks for with ?ticks=1
+# Where the reference page's npm project lives, in the output and beside nginx.conf (its
+# node_modules/swagger-ui-dist holds the files the page loads).
+DOCS_DIR = "docs"
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
+# The reference page may load and call only its own origin: Swagger UI's files, its start
+# script, the OpenAPI document, and "Try it out" requests to this gateway.
+DOCS_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+            "frame-ancestors 'none'")
 
 
 @dataclass(frozen=True)
@@ -104,12 +121,36 @@ def long_bracket(text: str) -> str:
     return level
 
 
+def lua_long(text: str) -> str:
+    """`text` as a Lua long string (its first newline is not part of the value)."""
+    level = long_bracket(text)
+    return f"[{level}[\n{text}]{level}]"
+
+
+def docs_pages(backend: Backend, bases: list[str]) -> dict[str, str]:
+    """The reference page of each base path, pointing at that base's document and assets."""
+    return {base: render_template("docs/index.html.j2", generated=GENERATED, base=base,
+                                  title=backend.database.name) for base in bases}
+
+
 def render(backend: Backend) -> dict[str, str]:
+    # Imported here: the README reads compose's settings, and compose (through the
+    # observability target) this module's ports.
+    from . import readme
+
     rate = backend.rate_limit
     document = openapi.text(backend)
+    bases = sorted({e.base_path for e in backend.entities})
     context = {
         "openapi_json": document,
         "openapi_level": long_bracket(document),
+        "docs_pages": docs_pages(backend, bases),
+        "docs_init": render_template("docs/init.js.j2", generated=GENERATED),
+        "docs_readme": readme.text(backend),
+        "docs_csp": DOCS_CSP,
+        "docs_dir": DOCS_DIR,
+        "docs_assets": DOCS_ASSETS,
+        "lua_long": lua_long,
         "backend": backend,
         "routes": routes(backend),
         "endpoints": backend.endpoints,
@@ -118,7 +159,7 @@ def render(backend: Backend) -> dict[str, str]:
         "rate": rate,
         "retry_after": max(1, math.ceil(1 / rate.requests_per_second))
         if rate.requests_per_second else 1,
-        "bases": sorted({e.base_path for e in backend.entities}),
+        "bases": bases,
         "upstream": f"{UPSTREAM_HOST}:{SERVER_PORT}",
         "listen_port": LISTEN_PORT,
         "metrics_port": METRICS_PORT,
