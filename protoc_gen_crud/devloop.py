@@ -25,7 +25,14 @@ from pathlib import Path
 
 from . import builder, textproto
 from .cli import write_output
-from .devstack import LocalStack, NetNamespace, PostgresServer, RedisServer, TestHost
+from .devstack import (
+    LocalStack,
+    NetNamespace,
+    PostgresServer,
+    RedisServer,
+    TestHost,
+    docs_assets,
+)
 from .diagnostics import GenerationError
 from .generate import generate
 from .resources import proto_include_dir
@@ -164,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         loop.start()
         log(f"running in network namespace {host.name}: sudo ip netns exec {host.name} "
             "curl http://proxy/health ; watching " + str(args.source))
+        if docs_assets() is None:
+            log("the API reference page's Swagger UI files are not installed (run "
+                "scripts/setup.sh --system): /docs says they are missing")
         for name in ("arroyo", "daprd"):
             if not shutil.which(name):
                 log(f"{name} is not on the PATH: skipped")

@@ -145,7 +145,9 @@ def loaded(request, test_host, tmp_path_factory):
                         f"--log-net-log={netlog}", "--window-size=1280,2400",
                         f"--screenshot={shot}", "--dump-dom")
         assert done.returncode == 0, done.stderr[-3000:]
-        console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+        # The page's console messages (not those of the browser's own chrome:// pages).
+        console = [line for line in done.stderr.splitlines()
+                   if ":CONSOLE" in line and f"source: {ORIGIN}/" in line]
         access = [json.loads(line) for line in gateway.access_log().splitlines()
                   if line.startswith("{")]
         yield Loaded(name, backend, base, done.stdout, console, page_requests(netlog), access,
