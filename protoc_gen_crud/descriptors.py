@@ -55,6 +55,9 @@ _WELL_KNOWN = {
     ".google.type.Date": pb.SQL_TYPE_DATE,
     ".google.type.TimeOfDay": pb.SQL_TYPE_TIME,
 }
+# Column types whose JSON is a message's (sqltypes.WIRE_KINDS): only that message's field
+# can hold what the API returns for them.
+_WIRE_MESSAGES = {pb.SQL_TYPE_DATE: ".google.type.Date", pb.SQL_TYPE_TIME: ".google.type.TimeOfDay"}
 # DescriptorProto / FileDescriptorProto field numbers used in source_code_info paths.
 _FILE_MESSAGES, _FILE_OPTIONS = 4, 8
 _MSG_FIELDS, _MSG_NESTED, _MSG_OPTIONS = 2, 3, 7
@@ -290,6 +293,17 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
         if unsigned == _UINT64_MAX and not out.HasField("precision"):
             out.precision, out.scale = 20, 0
     as_array = repeated and field.type != F.TYPE_MESSAGE
+    wire_message = _WIRE_MESSAGES.get(out.type)
+    if wire_message and (field.type != F.TYPE_MESSAGE or field.type_name != wire_message
+                         or repeated):
+        # The column's JSON is that message's (the wire contract): a field of another type
+        # could not parse what the API returns for it.
+        name = wire_message[1:]
+        problems.append(Diagnostic(option_place or here, f"{label}: a "
+                                   f"{pb.SqlType.Name(out.type)} column reads and writes as "
+                                   f"a {name} message; declare the field as a single {name} "
+                                   "(its type is then inferred) or choose another column "
+                                   "type"))
     if unsigned and not as_array and out.type in _NUMBER_COLUMNS:
         # What a binding can parse back: no negative value, none past the type's range.
         if not out.constraints.HasField("min"):

@@ -42,7 +42,7 @@ class Domain:
 
     name: str  # e.g. int64, decimal_text_10_2, bytes_list, int64_zero
     base: str  # the PostgreSQL type it is over, e.g. "numeric(10,2)", "bigint[]"
-    wire: str  # int64 | decimal | bytes | duration
+    wire: str  # int64 | decimal | bytes | duration | date | time_of_day
     array: bool
     default: str | None  # the zero value's literal for the _zero variants, else None
 
@@ -86,7 +86,8 @@ class Column:
 
     @property
     def wire(self) -> str:
-        """The element's wire kind (int64, decimal, bytes, duration) or ""."""
+        """The element's wire kind (int64, decimal, bytes, duration, date, time_of_day) or
+        ""."""
         return sqltypes.WIRE_KINDS[self.kind] if self.domain else ""
 
     @property

@@ -113,12 +113,16 @@ def format_interval(seconds: int) -> str:
 # PostgreSQL's own JSON already is, except for these kinds, which live in domains of the
 # crud_meta schema whose casts to and from json PostgREST applies on every read and write
 # ("domain representations"): 64-bit integers and decimals travel as strings (JavaScript
-# numbers lose digits above 2^53), bytes as base64, intervals as proto Durations ("3.500s").
+# numbers lose digits above 2^53), bytes as base64, intervals as proto Durations ("3.500s"),
+# dates and times of day as the google.type.Date and TimeOfDay messages those columns hold
+# ({"year":2026,"month":2,"day":3}; PostgreSQL's "2026-02-03" is no message JSON).
 # Identity columns stay plain integers: PostgreSQL allows no domain there.
 WIRE_KINDS = {"BIGINT": "int64", "DECIMAL": "decimal", "BYTEA": "bytes",
-              "INTERVAL": "duration"}
+              "INTERVAL": "duration", "DATE": "date", "TIME": "time_of_day"}
 WIRE_BASES = {"int64": "bigint", "decimal": "numeric", "bytes": "bytea",
-              "duration": "interval"}
+              "duration": "interval", "date": "date", "time_of_day": "time without time zone"}
+# Domain names where the wire kind's own would be a type keyword of PostgreSQL's grammar.
+_DOMAIN_NAMES = {"decimal": "decimal_text", "date": "calendar_date"}
 
 
 def wire_domain(kind: str, array: bool, precision: int | None, scale: int | None,
@@ -131,7 +135,7 @@ def wire_domain(kind: str, array: bool, precision: int | None, scale: int | None
     wire = WIRE_KINDS.get(kind)
     if wire is None:
         return ""
-    name = "decimal_text" if wire == "decimal" else wire  # DECIMAL is a keyword
+    name = _DOMAIN_NAMES.get(wire, wire)
     if wire == "decimal" and precision:
         name += f"_{precision}_{scale or 0}"
     name += "_list" if array else ""

@@ -15,6 +15,12 @@ Each rule cites PostgREST's source at tag v12.2.3:
   function under their own name, when any column has a representation (Plan.hs:431-451,
   377-386, SqlFragment.hs:251-271), and the rows are aggregated with json_agg
   (Statements.hs:96-110).
+- Filters: a query-string value is an unknown literal, passed to the column's text -> domain
+  cast function where it has one (Plan.hs:310-323, SqlFragment.hs:356-357), else cast to the
+  column's type.
+- Role settings: each request first sets the settings of the role it runs as, read once
+  from pg_roles.rolconfig of the roles the authenticator is a member of
+  (Config/Database.hs:134-170, Query.hs:284-298).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class TableShape:
     readers: dict[str, str]  # column -> function giving its json (domain -> json)
     parsers: dict[str, str]  # column -> function reading it from json (json -> domain)
     defaults: dict[str, str | None]  # column -> default expression for missing=default
+    text_parsers: dict[str, str]  # column -> function reading a filter value (text -> domain)
 
     @property
     def qualified(self) -> str:
@@ -80,12 +87,50 @@ def shape(conn, schema: str, table: str, loader: str | None = "authenticator") -
         """, (schema, table)).fetchall()
     to_json = {source: fn for source, target, fn in casts if target == "json"}
     from_json = {target: fn for source, target, fn in casts if source == "json"}
+    from_text = {target: fn for source, target, fn in casts if source == "text"}
     return TableShape(
         schema, table, {name: t for name, t, _ in columns},
         {name: to_json[t] for name, t, _ in columns if t in to_json},
         {name: from_json[t] for name, t, _ in columns if t in from_json},
         {name: default for name, _, default in columns},
+        {name: from_text[t] for name, t, _ in columns if t in from_text},
     )
+
+
+def role_settings(conn, loader: str = "authenticator") -> dict[str, dict[str, str]]:
+    """Each API role's settings as PostgREST reads them at start-up (queryRoleSettings,
+    Config/Database.hs:134-170, the PostgreSQL 15+ branch, `current_user` being the
+    authenticator): the roles it is a member of, settings it may set, values lower-cased."""
+    with conn.transaction():
+        rows = conn.execute("""
+            WITH role_setting AS (
+                SELECT r.rolname, unnest(r.rolconfig) AS setting
+                  FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid
+                 WHERE member = %(loader)s::regrole::oid),
+            kv_settings AS (
+                SELECT rolname, substr(setting, 1, strpos(setting, '=') - 1) AS key,
+                       lower(substr(setting, strpos(setting, '=') + 1)) AS value
+                  FROM role_setting)
+            SELECT kv.rolname::text, kv.key, kv.value
+              FROM kv_settings kv
+              JOIN pg_settings ps ON ps.name = kv.key
+               AND (ps.context = 'user'
+                    OR has_parameter_privilege(%(loader)s::regrole::oid, ps.name, 'set'))
+             WHERE kv.key <> 'default_transaction_isolation'
+        """, {"loader": loader}).fetchall()
+    found: dict[str, dict[str, str]] = {}
+    for role, key, value in rows:
+        found.setdefault(role, {})[key] = value
+    return found
+
+
+def begin_request(conn, role: str, claims: dict, settings: dict[str, dict[str, str]]) -> None:
+    """What PostgREST runs first in a request's transaction (setPgLocals, Query.hs:284-298):
+    the role's settings, then the role and the claims, all transaction-local."""
+    for key, value in sorted(settings.get(role, {}).items()):
+        conn.execute("SELECT set_config(%s, %s, true)", (key, value))
+    conn.execute("SELECT set_config('role', %s, true)", (role,))
+    conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (json.dumps(claims),))
 
 
 def _record(s: TableShape, keys: list[str]) -> tuple[str, str]:
@@ -159,6 +204,13 @@ def insert(s: TableShape, body: dict | list, columns: list[str] | None = None,
     return _body(s, rows, "pgrst_source"), (json.dumps(body),)
 
 
+def filter_value(s: TableShape, key: str) -> str:
+    """The SQL of `?<key>=eq.<value>`'s value (a %s parameter)."""
+    if key in s.text_parsers:
+        return f"{s.text_parsers[key]}(%s)"
+    return f"%s::{s.columns[key]}"
+
+
 def update(s: TableShape, body: dict, key: str, value: str) -> tuple[str, tuple]:
     """PATCH ?<key>=eq.<value> with return=representation."""
     keys = sorted(body)
@@ -167,7 +219,7 @@ def update(s: TableShape, body: dict, key: str, value: str) -> tuple[str, tuple]
     rows = (f"UPDATE {s.qualified} SET {sets} FROM (SELECT %s::json AS json_data) "
             f"pgrst_payload, LATERAL (SELECT {picked} FROM json_to_record("
             f"pgrst_payload.json_data) AS _({definition})) pgrst_body "
-            f"WHERE {s.qualified}.{ident(key)} = %s::{s.columns[key]} "
+            f"WHERE {s.qualified}.{ident(key)} = {filter_value(s, key)} "
             f"RETURNING {s.qualified}.*")
     return _body(s, rows, "pgrst_source"), (json.dumps(body), value)
 
@@ -185,6 +237,6 @@ def upsert(s: TableShape, body: dict, key: str) -> tuple[str, tuple]:
 
 def select(s: TableShape, key: str | None = None, value: str | None = None) -> tuple[str, tuple]:
     """GET, optionally ?<key>=eq.<value>."""
-    where = f" WHERE {s.qualified}.{ident(key)} = %s::{s.columns[key]}" if key else ""
+    where = f" WHERE {s.qualified}.{ident(key)} = {filter_value(s, key)}" if key else ""
     rows = f"SELECT {s.qualified}.* FROM {s.qualified}{where}"
     return _body(s, rows, "pgrst_source"), ((value,) if key else ())

@@ -149,6 +149,20 @@ def test_arroyo_rules_bite(rule):
     assert message in str(refused.value)
 
 
+def test_dates_and_times_of_day_are_json_columns():
+    """google.type.Date and TimeOfDay columns reach the change stream as the messages' JSON
+    objects ({"year":2026,"month":2,"day":3}); a connection table takes no DATE or TIME
+    field (the "date column" rule above) and a TEXT field no object: they are JSON columns."""
+    text = (EXAMPLES_DIR / "pipelines" / "pipelines.textproto").read_text()
+    note = '  fields { name: "note" type: SQL_TYPE_TEXT }\n'
+    assert note in text
+    files = from_text(text.replace(note, note + '  fields { name: "due" type: SQL_TYPE_DATE }\n'
+                                   '  fields { name: "opens" type: SQL_TYPE_TIME }\n', 1))
+    sql = next(t for rel, t in files.items() if rel.endswith("_tumbling_sum.sql"))
+    assert '    "due" JSON,\n' in sql and '    "opens" JSON,\n' in sql
+    harness.plan(sql)
+
+
 def test_table_names_are_bare_and_never_reserved(database):
     """Arroyo resolves only bare names (see ARROYO_RULES); `bare_ident` writes them and refuses
     any name that would read differently bare. Its reserved words are PostgreSQL's own."""

@@ -6,12 +6,14 @@ generates v2 and applies it over the same database. No row may be lost.
 
 from __future__ import annotations
 
+import re
+import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from .support import protoc, read_tree
+from .support import ROOT, protoc, read_tree
 
 HEADER = """
 syntax = "proto3";
@@ -23,6 +25,8 @@ import "crud/v1/options.proto";
 def generate(tmp_path: Path, version: str, body: str) -> dict[str, str]:
     folder = tmp_path / version
     folder.mkdir()
+    if "google/type/" in body:  # the wire test's stand-ins for googleapis' files
+        shutil.copytree(ROOT / "testdata" / "wire" / "google", folder / "google")
     (folder / "item.proto").write_text(HEADER + textwrap.dedent(body))
     done = protoc(folder / "item.proto", folder / "out", parameter="target=postgres")
     assert done.returncode == 0, done.stderr
@@ -239,3 +243,45 @@ def test_a_database_from_before_the_wire_contract_converges(database, tmp_path):
     assert upgrade(database, tmp_path / "again", WIRE).returncode == 0
     assert database.query("SELECT label, status, big::bigint, data::bytea, color FROM item "
                           "ORDER BY label") == after
+
+
+DATED = """
+import "google/type/date.proto";
+import "google/type/timeofday.proto";
+message Item {
+  option (crud.v1.entity) = {};
+  string label = 1;
+  google.type.Date due = 2;
+  google.type.TimeOfDay opens = 3;
+}
+"""
+
+
+def test_date_and_time_columns_move_into_their_wire_domains(database, tmp_path):
+    """Versions before google.type.Date and TimeOfDay had their messages' JSON kept them in
+    plain date and time columns. Today's migrations move the columns into the wire domains;
+    every value stays as it was."""
+    # What such a version generated: the table with the plain types.
+    files = generate(tmp_path, "v1", DATED)
+    table = "migrations/0100_item.sql"
+    files[table] = (files[table].replace("crud_meta.calendar_date", "date")
+                    .replace("crud_meta.time_of_day", "time without time zone"))
+    (checksum,) = re.findall(r"name = '0100_item.sql' AND checksum = '(\w+)'",
+                             files["migrations/migrate.psql"])
+    files["migrations/migrate.psql"] = files["migrations/migrate.psql"].replace(
+        checksum, "an-older-version")
+    done = database.migrate(files, tmp_path / "db")
+    assert done.returncode == 0, done.stderr
+    database.query("INSERT INTO item (label, due, opens) "
+                   "SELECT 'item ' || i, date '0001-01-01' + i * 60000, "
+                   "time '00:00' + i * interval '23 minutes 7.000125 seconds' "
+                   "FROM generate_series(1, 60) i")
+    before = database.query("SELECT label, due, opens FROM item ORDER BY label")
+    assert columns(database)["due"] == ("date", False)
+    done = upgrade(database, tmp_path, DATED)
+    assert done.returncode == 0, done.stderr
+    kinds = columns(database)
+    assert kinds["due"] == ("crud_meta.calendar_date", False)
+    assert kinds["opens"] == ("crud_meta.time_of_day", False)
+    assert database.query("SELECT label, due::date, opens::time FROM item "
+                          "ORDER BY label") == before

@@ -40,13 +40,15 @@ PARALLELISM = 1  # an SSE source is read by one task anyway
 # Arroyo column types for the JSON the relay writes, by model kind. A connection table takes
 # only the Arrow types arroyo-rpc's `SourceField` converts (api_types/connections.rs:164-209 at
 # v0.12.1: booleans, 32/64-bit integers and floats, timestamps, text, structs and lists):
-# DATE, TIME and INTERVAL arrive as text; BYTEA too (its JSON form is text, and arrow-json has
-# no decoder for Binary).
+# INTERVAL arrives as text (a Duration's "3.500s"); BYTEA too (its JSON form is base64 text,
+# and arrow-json has no decoder for Binary). DATE and TIME arrive as the google.type.Date and
+# TimeOfDay messages' JSON objects: JSON columns, which hold any JSON value as its text, as
+# for JSONB.
 _SCALARS = {
     "TEXT": "TEXT", "UUID": "TEXT", "INTEGER": "INT", "SMALLINT": "INT", "SERIAL": "INT",
     "BIGINT": "BIGINT", "BIGSERIAL": "BIGINT", "DECIMAL": "DOUBLE", "REAL": "FLOAT",
     "DOUBLE": "DOUBLE", "BOOLEAN": "BOOLEAN", "TIMESTAMPTZ": "TIMESTAMP",
-    "TIMESTAMP": "TIMESTAMP", "DATE": "TEXT", "TIME": "TEXT", "INTERVAL": "TEXT",
+    "TIMESTAMP": "TIMESTAMP", "DATE": "JSON", "TIME": "JSON", "INTERVAL": "TEXT",
     "JSON": "JSON", "JSONB": "JSON", "BYTEA": "TEXT",
 }
 

@@ -106,6 +106,8 @@ def column_schema(column: Column, values: tuple[str, ...] = ()) -> dict:
         schema = {"type": "array", "items": schema}
     if column.nullable and "type" in schema:
         schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"].append(None)  # an enum admits only its values: null is one here
     if column.description:
         schema["description"] = column.description
     if column.implicit and column.name in ("created_at", "updated_at"):

@@ -1,8 +1,9 @@
 // protobuf-es 2.x as a TypeScript/JavaScript service uses it, for tests/test_wire.py.
 // Reads wire.proto's FileDescriptorSet at run time (no generated code needed) and answers
 // one request on stdin:
-//   {"mode": "send", "messages": [json...]}
-//       each message as protobuf-es writes it with proto field names (what a client sends)
+//   {"mode": "send", "messages": [json...], "alwaysEmitImplicit": false}
+//       each message as protobuf-es writes it with proto field names (what a client sends);
+//       with alwaysEmitImplicit, also the fields at their zero value (for PUT and bulk POST)
 //   {"mode": "read", "pairs": [[sent, received], ...]}
 //       whether what came back parses (JSON.parse, then fromJson) into a message equal to
 //       the one sent; the API's added audit fields are unknown to the message and ignored
@@ -22,7 +23,8 @@ let answer;
 if (request.mode === "send") {
   answer = request.messages.map((json) =>
     toJson(schema, fromJson(schema, json, { registry }),
-      { useProtoFieldName: true, registry }));
+      { useProtoFieldName: true, alwaysEmitImplicit: request.alwaysEmitImplicit === true,
+        registry }));
 } else {
   answer = request.pairs.map(([sent, received]) => {
     const expected = fromJson(schema, sent, { registry });
