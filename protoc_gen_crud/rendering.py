@@ -8,6 +8,7 @@ instead of an empty string in generated SQL.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterable
 
@@ -133,6 +134,16 @@ def lua_str(value: object) -> str:
     return '"' + escaped.replace("\r", "\\r").replace("\x00", "\\0") + '"'
 
 
+def py_str(value: object) -> str:
+    """A double-quoted Python string literal (JSON's escapes are Python's too)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def toml_str(value: object) -> str:
+    """A TOML basic string (JSON's escapes are TOML's too)."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -155,6 +166,8 @@ def environment() -> jinja2.Environment:
         nginx_path=nginx_path,
         regex=regex,
         lua_str=lua_str,
+        py_str=py_str,
+        toml_str=toml_str,
     )
     return env
 

@@ -36,5 +36,6 @@ TARGETS: dict[str, Target] = {
     "arroyo": arroyo.render,
     "observability": observability.render,
     "k8s": k8s.render,
+    "python_client": __import__(f"{__name__}.python_client", fromlist=["render"]).render,
     "readme": readme.render,
 }
