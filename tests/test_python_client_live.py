@@ -376,7 +376,7 @@ def test_live_sync(live):
     first = user.customer.create(m.Customer(email="a@x.io", name="A"))
     second = user.customer.create(m.Customer(email="b@x.io", name="B"))
     assert (first.tier, first.user_id) == (m.CustomerTier.BASIC, "alice")
-    wait_for(lambda: len(events) == 2)
+    wait_for(lambda: len(events) >= 2)
     proxy.cut()  # the subscription's connection drops; reconnecting fails for a while
     third = user.customer.create(m.Customer(email="c@x.io", name="C",
                                             tier=m.CustomerTier.GOLD))
@@ -384,7 +384,7 @@ def test_live_sync(live):
     gone = api.customer.delete(second.id)
     time.sleep(1)
     proxy.resume()
-    wait_for(lambda: len(events) == 5)
+    wait_for(lambda: len(events) >= 5)
     check_resumed(events, proxy, [("I", first, None), ("I", second, None),
                                   ("I", third, None), ("U", renamed, first),
                                   ("D", gone, second)])
