@@ -531,3 +531,44 @@ def test_mypy_strict_refuses_a_mistake(storefront_site, tmp_path, right, wrong, 
     done = mypy(storefront_site, USAGE.replace(right, wrong, 1), tmp_path)
     assert done.returncode == 1, done.stdout
     assert message in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_generated_code_passes_ruff(name, tmp_path):
+    """The client's own modules pass ruff with the package's configuration (the project's
+    rule set); betterproto2's output is excluded there, formatted by its compiler."""
+    files = from_textproto(EXAMPLES_DIR / name / f"{name}.textproto", ["python_client"])
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    folder = tmp_path / "clients" / "python"
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."],
+                          cwd=folder, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    checked = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache",
+                              "--show-files", "."], cwd=folder, capture_output=True, text=True)
+    shown = checked.stdout
+    assert "runtime.py" in shown and "client.py" in shown and "models" not in shown
+
+
+def test_event_stream_parsing_gaps_and_ticks(storefront_site):
+    """The text/event-stream grammar (multi-line data, comments, `retry:`, `id:` without a
+    space) and the gateway's events: a change, a `gap` (no id: the resume point stays), a
+    clock tick (skipped)."""
+    pkg = load("shop_client", storefront_site)
+    runtime, info = pkg.runtime, pkg.client.CUSTOMER
+    parser = runtime._SseParser()
+    lines = [": heartbeat", "retry: 250", "id:7-1", 'data: {"table_name": "customer",',
+             'data: "action": "I", "id": "c1", "name": "A", "tier": "TIER_GOLD"}', "",
+             "event: gap", 'data: {"table_name": "customer", "action": "T", '
+             '"gap": {"last_event_id": "7-1", "trimmed_through": "9-0"}}', "",
+             'data: {"table_name": "customer", "action": "T"}', ""]
+    events = [e for e in map(parser.feed, lines) if e is not None]
+    assert parser.retry == 0.25
+    changes = [runtime._change(info, e) for e in events]
+    first, gap, tick = changes
+    assert (first.id, first.action, first.row.id, first.row.tier) == (
+        "7-1", "I", "c1", pkg.models.CustomerTier.GOLD)
+    assert (gap.id, gap.row, gap.gap) == (None, None, {"last_event_id": "7-1",
+                                                       "trimmed_through": "9-0"})
+    assert tick is None

@@ -372,6 +372,17 @@ def test_live_sync(live):
                 events.append(change)
 
     threading.Thread(target=consume, daemon=True).start()
+    # A second subscription with the filters the gateway's streams take.
+    filtered: list[Any] = []
+
+    def consume_filtered() -> None:
+        with contextlib.suppress(httpx.TransportError):
+            for change in stream.customer.subscribe(pkg.columns.Customer.email.eq("c@x.io"),
+                                                    actions=("I",), history="all",
+                                                    read_timeout=5, max_retries=50):
+                filtered.append(change)
+
+    threading.Thread(target=consume_filtered, daemon=True).start()
     m = pkg.models
     first = user.customer.create(m.Customer(email="a@x.io", name="A"))
     second = user.customer.create(m.Customer(email="b@x.io", name="B"))
@@ -388,6 +399,9 @@ def test_live_sync(live):
     check_resumed(events, proxy, [("I", first, None), ("I", second, None),
                                   ("I", third, None), ("U", renamed, first),
                                   ("D", gone, second)])
+    wait_for(lambda: len(filtered) >= 1)
+    time.sleep(0.5)
+    assert [(c.action, c.row) for c in filtered] == [("I", third)]
     check_crud(pkg, api, user)
 
 

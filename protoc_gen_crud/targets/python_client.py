@@ -403,7 +403,8 @@ def render_files(backend: Backend) -> dict[str, str]:
             "datetime": any("datetime." in t for t in param_types)
                         or any(v.key and "datetime." in v.key.value_type for v in views),
             "sequence": any("Sequence[" in t for t in param_types),
-            "never": any(v.key is None for v in views)},
+            "never": any(v.key is None for v in views),
+            "any": bool(endpoints) or any(v.key and v.key.value_type == "Any" for v in views)},
         "generated": rendering.GENERATED,
         "betterproto2": BETTERPROTO2,
         "httpx": HTTPX,
