@@ -461,6 +461,10 @@ def sync_usage(api: Client) -> Decimal:
     gold = api.customer.list(C.Customer.tier.in_([CustomerTier.GOLD]))
     item: OrderItems = api.order_items.get(12)
     rows = api.endpoints.products_restock(sku="A-1", amount=5)
+    stock: int | None = rows[0]["stock"]
+    trending = api.endpoints.products_trending()
+    price: str | None = trending[0]["price"]  # a wire domain's column: a string
+    print(stock, price, trending[0]["order_count"])
     for change in api.product.subscribe(C.Product.category.eq("Books"), actions=("I",)):
         event: Change[Product] = change
         if event.row is not None:
@@ -494,6 +498,10 @@ MISTAKES = [
     ('products_restock(sku="A-1", amount=5)', 'products_restock(sku="A-1", amount="5")',
      'Argument "amount" to "products_restock" of "Rpc" has incompatible type "str"; '
      'expected "int"'),
+    ('rows[0]["stock"]', 'rows[0]["stok"]', 'TypedDict "ProductsRestockRow" has no key "stok"'),
+    ('price: str | None = trending', 'price: float | None = trending',
+     'Incompatible types in assignment (expression has type "str | None", variable has type '
+     '"float | None")'),
 ]
 
 

@@ -351,6 +351,9 @@ def check_crud(pkg: Any, api: Any, user: Any) -> None:
                                                shipped_at=TIME))
     assert isinstance(item.id, int) and item.shipped_at == TIME and item.price == "3.50"
     assert user.order_items.get(item.id) == item
+    # A custom endpoint's rows: a wire domain's column as its string, a count as a number.
+    trending = {row["sku"]: row for row in user.endpoints.products_trending()}
+    assert (trending["T-1"]["price"], trending["T-1"]["order_count"]) == ("12.00", 1)
     with pytest.raises(pkg.Forbidden) as caught:  # only authenticated users may create them
         api.order_items.create(m.OrderItems(product_id=lamp.id, quantity=1, price="1"))
     assert caught.value.code == "42501"

@@ -78,6 +78,14 @@ class EndpointView:
     endpoint: Endpoint
     method_name: str
     params: tuple[ParamView, ...]
+    row: str  # the TypedDict of a result row, "" when the columns are not known
+    columns: tuple[tuple[str, str], ...]  # (column, Python type of its JSON)
+
+    @property
+    def class_syntax(self) -> bool:
+        """Whether the row's TypedDict can be a class (every key a usable Python name)."""
+        return all(name.isidentifier() and not keyword.iskeyword(name)
+                   for name, _ in self.columns)
 
 
 def package_name(backend: Backend) -> str:
@@ -372,12 +380,42 @@ def param_type(sql_type: str) -> str:
     return _PARAM_TYPES.get(base, "str")
 
 
+# A result column's JSON as PostgREST writes a function's rows (json_agg): numbers stay
+# numbers, only the wire domains' columns take the wire contract's forms.
+_RESULT_TYPES = {
+    "text": "str", "character varying": "str", "uuid": "str", "date": "str",
+    "timestamp with time zone": "str", "timestamp without time zone": "str",
+    "time without time zone": "str", "interval": "str", "bytea": "str",
+    "integer": "int", "smallint": "int", "bigint": "int",
+    "numeric": "float", "real": "float", "double precision": "float", "boolean": "bool",
+}
+_WIRE_RESULT = {"int64": "str", "decimal": "str", "bytes": "str", "duration": "str",
+                "date": "dict[str, int]", "time_of_day": "dict[str, int]"}
+
+
+def result_type(sql_type: str, backend: Backend) -> str:
+    """The Python type of one result column's JSON ("Any" where only the server knows)."""
+    domains = {f"crud_meta.{d.name}": d for d in backend.domains}
+    if sql_type in domains:
+        domain = domains[sql_type]
+        element = _WIRE_RESULT[domain.wire]
+        return f"list[{element}]" if domain.array else element
+    base = sql_type.split("(")[0].strip()
+    if base.endswith("[]"):
+        return f"list[{result_type(base[:-2], backend)}]"
+    return _RESULT_TYPES.get(base, "Any")
+
+
 def _endpoints(backend: Backend) -> tuple[EndpointView, ...]:
-    return tuple(
-        EndpointView(ep, _py_attr(ep.function),
-                     tuple(ParamView(p.name, _py_attr(p.name), param_type(p.sql_type))
-                           for p in ep.params))
-        for ep in sorted(backend.endpoints, key=lambda e: e.function))
+    views = []
+    for ep in sorted(backend.endpoints, key=lambda e: e.function):
+        params = tuple(ParamView(p.name, _py_attr(p.name), param_type(p.sql_type))
+                       for p in ep.params)
+        columns = tuple((c.name, result_type(c.sql_type, backend)) for c in ep.columns)
+        row = "".join(part.capitalize() for part in ep.function.split("_")) + "Row"
+        views.append(EndpointView(ep, _py_attr(ep.function), params,
+                                  row if columns else "", columns))
+    return tuple(views)
 
 
 def render_files(backend: Backend) -> dict[str, str]:
@@ -404,7 +442,10 @@ def render_files(backend: Backend) -> dict[str, str]:
                         or any(v.key and "datetime." in v.key.value_type for v in views),
             "sequence": any("Sequence[" in t for t in param_types),
             "never": any(v.key is None for v in views),
-            "any": bool(endpoints) or any(v.key and v.key.value_type == "Any" for v in views)},
+            "any": any(not ep.row or any(t.endswith("Any") for _, t in ep.columns)
+                       for ep in endpoints)
+                   or any(v.key and v.key.value_type == "Any" for v in views),
+            "typed_dict": any(ep.row for ep in endpoints)},
         "generated": rendering.GENERATED,
         "betterproto2": BETTERPROTO2,
         "httpx": HTTPX,
