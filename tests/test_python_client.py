@@ -580,3 +580,27 @@ def test_event_stream_parsing_gaps_and_ticks(storefront_site):
     assert (gap.id, gap.row, gap.gap) == (None, None, {"last_event_id": "7-1",
                                                        "trimmed_through": "9-0"})
     assert tick is None
+
+
+def test_models_depend_on_neither_where_nor_by_whom(tmp_path, monkeypatch):
+    """betterproto2's compiler formats with the ruff on PATH, which reads the configuration
+    of the current directory or the user's, and skips __init__.py files the current directory
+    has: generated from a directory with its own ruff settings and package files, by a user
+    with a ruff configuration of their own and without the environment's scripts on PATH,
+    the models are the same."""
+    from protoc_gen_crud.targets import python_client
+
+    backend = model_of("storefront")
+    expected = python_client.models(backend)
+    odd = tmp_path / "project"
+    (odd / "google").mkdir(parents=True)
+    (odd / "pyproject.toml").write_text("[tool.ruff]\nline-length = 40\n")
+    for init in (odd / "__init__.py", odd / "google" / "__init__.py"):
+        init.write_text("")
+    (tmp_path / "config" / "ruff").mkdir(parents=True)
+    (tmp_path / "config" / "ruff" / "ruff.toml").write_text("line-length = 50\n")
+    monkeypatch.chdir(odd)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert python_client.models(backend) == expected
+    assert "google/__init__.py" in expected

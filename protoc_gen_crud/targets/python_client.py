@@ -271,32 +271,30 @@ def _well_known(backend: Backend):
 @contextlib.contextmanager
 def _formatting_place():
     """Where betterproto2's compiler runs: it formats its output with `ruff` found on PATH,
-    which reads the configuration of the current directory (or the user's own), and it
-    skips `__init__.py` files that exist in the current directory. So it runs in an empty
-    folder holding a ruff.toml that pins the format, with the ruff installed next to it first
-    on PATH (protoc may start the plugin without the environment's scripts on PATH), and the
-    output depends on neither where nor by whom it was generated. (The working directory is
-    process-wide; generation is single-threaded.)"""
+    which reads the configuration found from the current directory up (or else the user's
+    own), and it skips `__init__.py` files that exist in the current directory. So it runs
+    in an empty folder holding a ruff.toml that pins the format (found first, so no other
+    configuration is read), with the ruff installed next to it first on PATH (protoc may
+    start the plugin without the environment's scripts on PATH): the output depends on
+    neither where nor by whom it was generated. (The working directory is process-wide;
+    generation is single-threaded.)"""
     from ruff.__main__ import find_ruff_bin
 
-    before = {name: os.environ.get(name) for name in ("PATH", "XDG_CONFIG_HOME")}
+    before = os.environ.get("PATH")
     cwd = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="crud-betterproto2-") as folder:
         with open(os.path.join(folder, "ruff.toml"), "w") as config:
             config.write('line-length = 100\ntarget-version = "py311"\n')
-        os.environ["PATH"] = os.path.dirname(find_ruff_bin()) + os.pathsep + (
-            before["PATH"] or "")
-        os.environ["XDG_CONFIG_HOME"] = folder
+        os.environ["PATH"] = os.path.dirname(find_ruff_bin()) + os.pathsep + (before or "")
         os.chdir(folder)
         try:
             yield
         finally:
             os.chdir(cwd)
-            for name, value in before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            if before is None:
+                os.environ.pop("PATH", None)
+            else:
+                os.environ["PATH"] = before
 
 
 def models(backend: Backend) -> dict[str, str]:
