@@ -131,6 +131,10 @@ class EntityRules(RulesBase):
         if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
             self.error(path, f"{what} {value!r} must look like /name or /name/more (letters, "
                              "digits, . _ ~ -; no trailing slash)")
+        elif value in ("/docs", "/openapi.json") or value.startswith("/docs/"):
+            self.error(path, f"{what} {value!r} is where the gateway serves the API's "
+                             f"{'reference page' if 'docs' in value else 'OpenAPI document'} "
+                             "under the base path; choose another path")
 
     def columns(self, i: int, e: pb.Entity, label: str) -> list[model.Column]:
         columns: list[model.Column] = []
