@@ -313,8 +313,8 @@ def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Fiel
     if as_array:
         out.array = True
     enum = registry.enums.get(field.type_name) if field.type == F.TYPE_ENUM else None
-    if (enum is not None and not out.constraints.enum_values and not as_array
-            and out.type == pb.SQL_TYPE_TEXT):
+    if (enum is not None and not out.constraints.enum_values
+            and out.type == pb.SQL_TYPE_TEXT):  # repeated enums too: every element a name
         out.constraints.enum_values.extend(v.name for v in enum.value)
     if not out.constraints.HasField("not_null"):
         if repeated or is_map:

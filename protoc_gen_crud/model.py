@@ -25,7 +25,7 @@ class Check:
     """A named CHECK constraint, kept structural so templates do all quoting."""
 
     name: str
-    kind: str  # enum | min | max | min_length | max_length | pattern | expression
+    kind: str  # enum | enum_array | min | max | min_length | max_length | pattern | expression
     column: str = ""
     values: tuple[str, ...] = ()
     number: str = ""

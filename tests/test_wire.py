@@ -243,6 +243,7 @@ def test_a_message_with_only_zero_values_can_be_created(api):
     ({"data": 5}, "invalid bytes value"),
     ({"took": "3 parsecs"}, "invalid duration value"),
     ({"level": "LOW"}, "everything_level_enum"),
+    ({"levels": ["LEVEL_LOW", "NOPE"]}, "everything_levels_enum"),  # each element a name
     ({"i64": "9223372036854775808"}, "out of range"),
     ({"u64": "-1"}, "everything_u64_min"),  # no binding parses a negative uint64
     ({"u32": 4294967296}, "everything_u32_max"),

@@ -180,7 +180,8 @@ class EntityRules(RulesBase):
                 problem = sqltypes.literal_problem(kind, f.array, f.default_value)
                 if problem:
                     self.error(path + ("default_value",), f"{where}: default_value {problem}")
-                if c.enum_values and f.default_value not in c.enum_values:
+                if (c.enum_values and not f.array
+                        and f.default_value not in c.enum_values):
                     named = [v for v in c.enum_values
                              if v.lower().endswith("_" + f.default_value.lower())]
                     hint = (f"; proto enums are stored by value name: use {named[0]!r}"
@@ -271,14 +272,18 @@ class EntityRules(RulesBase):
         is_array = col.sql_type.endswith("]")
         is_text = col.kind == "TEXT" and not is_array
         if c.enum_values:
-            if not is_text:
+            if not (is_text or (is_array and col.kind == "TEXT")):
                 self.error(cpath + ("enum_values",), f"{where}: enum_values needs a TEXT field, "
                            f"not {col.sql_type}; change the type or use a check")
             if len(set(c.enum_values)) != len(c.enum_values):
                 self.error(cpath + ("enum_values",), f"{where}: enum_values has duplicates")
-            checks.append(model.Check(short_name(f"{table}_{f.name}", "enum"), "enum", f.name,
-                                      values=tuple(c.enum_values),
-                                      renames=_short_enum_names(tuple(c.enum_values))))
+            if is_array:  # a repeated enum: every element one of the names
+                checks.append(model.Check(short_name(f"{table}_{f.name}", "enum"), "enum_array",
+                                          f.name, values=tuple(c.enum_values)))
+            else:
+                checks.append(model.Check(short_name(f"{table}_{f.name}", "enum"), "enum",
+                                          f.name, values=tuple(c.enum_values),
+                                          renames=_short_enum_names(tuple(c.enum_values))))
         for bound in ("min", "max"):
             if c.HasField(bound):
                 if not col.numeric:

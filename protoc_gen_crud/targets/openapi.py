@@ -118,7 +118,7 @@ def column_schema(column: Column, values: tuple[str, ...] = ()) -> dict:
 def entity_schemas(entity: Entity) -> dict[str, dict]:
     """The row as read (every column present), as written (the columns without a default
     required; audit columns left out) and as patched (any of them)."""
-    enums = {c.column: c.values for c in entity.checks if c.kind == "enum"}
+    enums = {c.column: c.values for c in entity.checks if c.kind in ("enum", "enum_array")}
     properties = {c.name: column_schema(c, enums.get(c.name, ())) for c in entity.columns}
     writable = {name: schema for name, schema in properties.items()
                 if not schema.get("readOnly")}
