@@ -242,6 +242,7 @@ def test_a_message_with_only_zero_values_can_be_created(api):
     ({"i64": "x"}, "invalid input syntax"),
     ({"data": 5}, "invalid bytes value"),
     ({"took": "3 parsecs"}, "invalid duration value"),
+    ({"took": "315576000001s"}, "duration_range"),  # beyond Duration's +-10,000 years
     ({"level": "LOW"}, "everything_level_enum"),
     ({"levels": ["LEVEL_LOW", "NOPE"]}, "everything_levels_enum"),  # each element a name
     ({"i64": "9223372036854775808"}, "out of range"),
