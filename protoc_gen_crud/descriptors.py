@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
+from . import protovalidate
 from .diagnostics import Diagnostic, GenerationError, Location, Path, SourceMap
 from .gen.crud.v1 import options_pb2 as pb
 
@@ -162,6 +163,7 @@ def load(request: plugin_pb2.CodeGeneratorRequest) -> tuple[pb.Backend, SourceMa
     backend = pb.Backend()
     problems: list[Diagnostic] = []
     _file_options(registry, targets, backend, sources, problems)
+    validation = protovalidate.Rules(registry.files)  # buf.validate, when a file imports it
     for message in registry.messages.values():
         if message.file.name not in request.file_to_generate:
             continue
@@ -176,6 +178,7 @@ def load(request: plugin_pb2.CodeGeneratorRequest) -> tuple[pb.Backend, SourceMa
                     ))
             continue
         _entity(registry, message, backend, sources, problems)
+        protovalidate.apply(validation, registry, message, backend.entity[-1], problems)
     if problems:
         raise GenerationError(problems)
     return backend, sources

@@ -56,13 +56,40 @@ def shared_file(relative: str, what: str) -> Path:
     return path
 
 
+def validate_descriptor_set(path: Path) -> Path:
+    """buf/validate/validate.proto (with its imports) as a FileDescriptorSet for protoc's
+    `--descriptor_set_in`, taken from the serialized descriptor in the `protovalidate`
+    package's generated module: what a user's buf dependency gives, without copying the
+    .proto into this repository."""
+    import ast
+
+    from google.protobuf import descriptor_pb2, duration_pb2, field_mask_pb2, timestamp_pb2
+
+    protovalidate = pytest.importorskip("protovalidate")
+    source = Path(protovalidate.__file__).parent / "_gen" / "buf" / "validate" / "validate_pb.py"
+    blob = next(node.value for node in ast.walk(ast.parse(source.read_text()))
+                if isinstance(node, ast.Constant) and isinstance(node.value, bytes)
+                and node.value.startswith(b"\n\x1bbuf/validate/validate.proto"))
+    files = descriptor_pb2.FileDescriptorSet()
+    for module in (descriptor_pb2, duration_pb2, field_mask_pb2, timestamp_pb2):
+        module.DESCRIPTOR.CopyToProto(files.file.add())
+    files.file.add().ParseFromString(blob)
+    path.write_bytes(files.SerializeToString())
+    return path
+
+
 def protoc(proto: Path, out: Path, *, parameter: str = "", include: Path | None = None,
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real protoc (from grpcio-tools) with our plugin on one file."""
+           env: dict[str, str] | None = None,
+           descriptor_set_in: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real protoc (from grpcio-tools) with our plugin on one file; imports not on
+    the include path may come from `descriptor_set_in`."""
     out.mkdir(parents=True, exist_ok=True)
     name = str(proto.relative_to(include) if include else proto.name)
+    command = protoc_command(include or proto.parent, out, name, parameter=parameter)
+    if descriptor_set_in is not None:
+        command.insert(3, f"--descriptor_set_in={descriptor_set_in}")
     return subprocess.run(
-        protoc_command(include or proto.parent, out, name, parameter=parameter),
+        command,
         capture_output=True, text=True, cwd=str(include or proto.parent),
         env={**os.environ, **(env or {})},
     )

@@ -15,7 +15,7 @@ import pytest
 
 from protoc_gen_crud.diagnostics import GenerationError
 
-from .support import ROOT, from_text, protoc
+from .support import ROOT, from_text, protoc, validate_descriptor_set
 
 BAD = ROOT / "testdata" / "bad"
 TEXT_CASES = sorted((BAD / "textproto").glob("*.textproto"))
@@ -59,7 +59,10 @@ def test_textproto_case(case):
 @pytest.mark.parametrize("case", PROTO_CASES, ids=lambda p: p.stem)
 def test_proto_case_through_protoc(case, tmp_path):
     out = tmp_path / "out"
-    done = protoc(case, out)
+    descriptors = None
+    if 'import "buf/validate/validate.proto"' in case.read_text():
+        descriptors = validate_descriptor_set(tmp_path / "validate.pb")
+    done = protoc(case, out, descriptor_set_in=descriptors)
     assert done.returncode != 0
     assert not any(out.rglob("*")), "files were written despite the error"
     lines = [line.removeprefix("--crud_out: ") for line in done.stderr.strip().splitlines()]
