@@ -665,7 +665,14 @@ class Applier:
                 return
             if rule == "pattern":
                 translated = translate_regex(value)
-                slot(name, "pattern", translated, f"{col} ~ {literal(translated)}")
+                predicate = f"{col} ~ {literal(translated)}"
+                if out.constraints.pattern in (value, translated) or _python_compiles(
+                        translated):
+                    # Written in both dialects alike: the crud.v1 pattern slot says it.
+                    slot(name, "pattern", out.constraints.pattern or translated, predicate)
+                else:  # the slot is checked as a Python regex; ARE-only escapes are not one
+                    slot(name, "pattern", out.constraints.pattern, predicate)
+                    predicates.append(predicate)
                 return
             if rule == "const":
                 predicates.append(f"{col} = {literal(value)}")
@@ -722,6 +729,15 @@ class Applier:
                     f"{col}::text[]), '$.keyvalue()')) = cardinality({col})")
                 return
         raise Untranslatable("no SQL form for this rule")
+
+
+def _python_compiles(pattern: str) -> bool:
+    """Whether the builder's check of a crud.v1 pattern (Python's re) accepts `pattern`."""
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
 
 
 def _show(value: Any) -> str:

@@ -60,7 +60,9 @@ CASES: list[tuple[str, dict]] = [
         {"ref": "123e4567e89b12d3a456426614174000"}, {"ref": "not-a-uuid"}, {"ref": ""},
         {"ref": "123E4567-E89B-12D3-A456-426614174000"}, {"bytes_limited": "abcde"},
         {"bytes_limited": "éé"}, {"bytes_limited": "ééé"}, {"line": "abc"},
-        {"line": "a\nc"}, {"line": "abcd"}, {"line": "aéc"},
+        {"line": "a\nc"}, {"line": "abcd"}, {"line": "aéc"}, {"motto": "let go"},
+        {"motto": "gopher"}, {"motto": "ago"}, {"motto": "go, go"}, {"tail": "the end"},
+        {"tail": "the end\n"}, {"tail": "ending"},
     ]],
     *[("Numbers", {**base, **change}) for base in [{
         "rank": 5, "big": 0, "ratio": 0.5, "score": 1.0, "level": 2, "delta": 1,
