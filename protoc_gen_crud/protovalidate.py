@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -394,6 +394,16 @@ class Cel:
         return methods[name](target, args)
 
 
+def _present(col: Column) -> str:
+    """protovalidate's presence of a field, over its column."""
+    if col.array:
+        return f"cardinality({ident(col.name)}) > 0"
+    if col.nullable:
+        return f"{ident(col.name)} IS NOT NULL"
+    zero = literal(col.enum_names.get(0, "")) if col.kind == "enum" else _zero_sql(col)
+    return f"{ident(col.name)} <> {zero}"
+
+
 def _zero_sql(col: Column) -> str:
     return {"string": "''", "bytes": "'\\x'::bytea", "bool": "false"}.get(col.kind, "0")
 
@@ -446,7 +456,8 @@ class Rules:
     """The request's buf.validate options, parsed with the request's own descriptors."""
 
     def __init__(self, files: dict[str, descriptor_pb2.FileDescriptorProto]):
-        self.field_ext = self.message_ext = None
+        self.field_ext = self.message_ext = self.oneof_ext = None
+        self.oneof_options: Any = None
         self.field_options: Any = None
         self.message_options: Any = None
         if VALIDATE_FILE not in files:
@@ -465,6 +476,9 @@ class Rules:
         add(VALIDATE_FILE)
         self.field_ext = pool.FindExtensionByName("buf.validate.field")
         self.message_ext = pool.FindExtensionByName("buf.validate.message")
+        self.oneof_ext = pool.FindExtensionByName("buf.validate.oneof")
+        self.oneof_options = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("google.protobuf.OneofOptions"))
         self.field_options = message_factory.GetMessageClass(
             pool.FindMessageTypeByName("google.protobuf.FieldOptions"))
         self.message_options = message_factory.GetMessageClass(
@@ -478,6 +492,13 @@ class Rules:
         if not options.HasExtension(self.field_ext):
             return None
         return options.Extensions[self.field_ext]
+
+    def oneof(self, oneof: descriptor_pb2.OneofDescriptorProto) -> Message | None:
+        """The oneof's (buf.validate.oneof) rules, or None."""
+        options = self.oneof_options.FromString(oneof.options.SerializeToString())
+        if not options.HasExtension(self.oneof_ext):
+            return None
+        return options.Extensions[self.oneof_ext]
 
     def message(self, message: descriptor_pb2.DescriptorProto) -> Message | None:
         """The message's (buf.validate.message) rules, or None."""
@@ -517,6 +538,7 @@ class Applier:
         rules = self.rules.message(self.message.proto)
         if rules is not None:
             self.message_rules(rules)
+        self.oneofs()
         for j, predicates in sorted(self.extra.items()):
             out = self.entity.fields[j]
             parts = ([out.constraints.check] if out.constraints.check else []) + predicates
@@ -542,9 +564,35 @@ class Applier:
             named = [j for j, f in enumerate(self.message.proto.field)
                      if ident(self.columns[f.name].name) in sql]
             self.extra.setdefault(named[0] if named else 0, []).append(sql)
-        for k, _ in enumerate(rules.oneof):
-            self.error(where, f"{label}: (buf.validate.message).oneof rule {k + 1} is not "
-                       f"translated to a database constraint; {_HINT}")
+        for k, rule in enumerate(rules.oneof):
+            unknown = [n for n in rule.fields if n not in self.columns]
+            if unknown or not rule.fields:
+                self.error(where, f"{label}: (buf.validate.message).oneof rule {k + 1} names "
+                           f"no field or fields the message lacks ({', '.join(unknown)})")
+                continue
+            # At most one field present (exactly one when required), presence counted as
+            # protovalidate does: set for a field with presence, non-zero otherwise.
+            count = " + ".join(f"(CASE WHEN {_present(self.columns[n])} THEN 1 ELSE 0 END)"
+                               for n in rule.fields)
+            first = next(j for j, f in enumerate(self.message.proto.field)
+                         if f.name == rule.fields[0])
+            self.extra.setdefault(first, []).append(
+                f"{count} {'=' if rule.required else '<='} 1")
+
+    def oneofs(self) -> None:
+        """(buf.validate.oneof).required: one of a proto oneof's fields must be set."""
+        for k, oneof in enumerate(self.message.proto.oneof_decl):
+            rules = self.rules.oneof(oneof)
+            if rules is None or not rules.required:
+                continue
+            members = [(j, f) for j, f in enumerate(self.message.proto.field)
+                       if f.HasField("oneof_index") and f.oneof_index == k
+                       and not f.proto3_optional]
+            if not members:
+                continue
+            either = " OR ".join(f"{ident(self.columns[f.name].name)} IS NOT NULL"
+                                 for _, f in members)
+            self.extra.setdefault(members[0][0], []).append(either)
 
     def field(self, j: int, field: F, rules: Message) -> None:
         path = self.message.path + (_MSG_FIELDS, j)
@@ -589,14 +637,17 @@ class Applier:
                 zero = _zero_sql(column) if column.kind != "enum" else literal(
                     column.enum_names.get(0, ""))
                 predicates.append(f"{col} <> {zero}")
+        # protovalidate skips a field's rules while the field is unset: `this` is the bare
+        # column, NULL there, and a CHECK that is NULL holds.
+        this = replace(column, nullable=False)
         for rule in rules.cel:
             try:
-                predicates.append(Cel(rule.expression, self.columns, column).translate())
+                predicates.append(Cel(rule.expression, self.columns, this).translate())
             except Untranslatable as exc:
                 fail(f"cel {rule.id or rule.expression!r}", str(exc))
         for expression in rules.cel_expression:
             try:
-                predicates.append(Cel(expression, self.columns, column).translate())
+                predicates.append(Cel(expression, self.columns, this).translate())
             except Untranslatable as exc:
                 fail(f"cel_expression {expression!r}", str(exc))
         kind = rules.WhichOneof("type")

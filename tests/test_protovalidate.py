@@ -92,7 +92,14 @@ CASES: list[tuple[str, dict]] = [
         {}, {"end_day": 1}, {"start_day": 3}, {"code": ""}, {"code": "BK1"}, {"code": "X1Z"},
         {"guests": 5}, {"guests": 5, "note": "short"}, {"guests": 5, "note": "long enough!"},
         {"guests": 4}, {"room": "B"}, {"room": "C7"}, {"room": "C77"}, {"room": "D"},
-        {"room": "my suite"}, {"room": "big suite"}, {"room": ""},
+        {"room": "my suite"}, {"room": "big suite"}, {"room": ""}, {"note": "ab"},
+        {"note": "abc"}, {"note": ""},
+    ]],
+    *[("Contact", {**base, **change}) for base in [{"email": "e", "post": "p"}]
+      for change in [
+        {}, {"email": ""}, {"email": "", "phone": "1"}, {"phone": "1"}, {"fax": "f"},
+        {"fax": ""}, {"pager": ["x"]}, {"fax": "f", "pager": ["x"]}, {"pager": []},
+        {"post": None}, {"post": None, "courier": "c"}, {"post": ""},
     ]],
 ]
 
@@ -142,7 +149,7 @@ def test_database_and_protovalidate_agree(generated, database, tmp_path):
     with database.connect() as conn:
         for message, values in CASES:
             table = {"Text": "text", "Numbers": "numbers", "Lists": "lists",
-                     "Booking": "booking"}[message]
+                     "Booking": "booking", "Contact": "contact"}[message]
             valid = verdict(pool, message, values)
             if valid != accepted(conn, table, values):
                 disagreements.append((message, values, "protovalidate says valid" if valid
@@ -153,7 +160,7 @@ def test_database_and_protovalidate_agree(generated, database, tmp_path):
 def test_every_rule_has_valid_and_invalid_cases(generated):
     """Each message's cases include both verdicts, so agreement is not trivially reached."""
     _, pool = generated
-    for message in ("Text", "Numbers", "Lists", "Booking"):
+    for message in ("Text", "Numbers", "Lists", "Booking", "Contact"):
         verdicts = {verdict(pool, m, v) for m, v in CASES if m == message}
         assert verdicts == {True, False}, message
 
