@@ -243,10 +243,10 @@ def _entity(registry: Registry, message: _Message, backend: pb.Backend, sources:
         if _field(registry, message, j, field, entity.fields.add(), where + ("fields", j),
                   sources, problems):
             zeroed.add(j)
-    owner = entity.api.access.owner_field
-    for j in zeroed:
-        if entity.fields[j].name == owner:
-            entity.fields[j].ClearField("default_value")  # the owner defaults to the caller
+    owner, tenant = entity.api.access.owner_field, entity.api.access.tenant_field
+    for j in zeroed:  # the owner and the tenant default to the caller's claims
+        if entity.fields[j].name in (owner, tenant):
+            entity.fields[j].ClearField("default_value")
 
 
 def _field(registry: Registry, message: _Message, j: int, field: F, out: pb.Field,
