@@ -57,6 +57,10 @@ class ForeignKey:
     ref_column: str
     on_delete: str  # SQL words, e.g. "CASCADE"
     on_update: str
+    # Both entities tenant-scoped: the tenant columns the key also compares, so that a row
+    # references only a row of its own tenant ("" = a plain single-column key).
+    tenant_column: str = ""
+    ref_tenant_column: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,11 +133,23 @@ class Access:
     owner_column: str
     admin_roles: tuple[str, ...]
     shared_read: bool
+    # Multi-tenancy: the tenant column ("" = not tenant-scoped), the roles the tenant filter
+    # does not apply to, and the tenant of rows that have none (existing and seeded rows).
+    tenant_column: str = ""
+    platform_roles: tuple[str, ...] = ()
+    default_tenant: str = ""
 
     @property
     def roles(self) -> tuple[str, ...]:
-        every = {*self.read, *self.create, *self.update, *self.delete, *self.admin_roles}
+        every = {*self.read, *self.create, *self.update, *self.delete, *self.admin_roles,
+                 *self.platform_roles}
         return tuple(sorted(every))
+
+    @property
+    def tenant_bound_roles(self) -> tuple[str, ...]:
+        """The roles row-level security keeps within their own tenant: every role of the
+        entity except the platform roles."""
+        return tuple(r for r in self.roles if r not in self.platform_roles)
 
 
 @dataclass(frozen=True)
@@ -263,6 +279,8 @@ class Auth:
     jwks_url: str
     role_claim: str
     user_claim: str
+    # The claim tenant-scoped entities compare their tenant column with (Access.tenant_field).
+    tenant_claim: str = "tenant_id"
     # role_claim as a path: ("key", name) and ("index", "<n>") steps; one key for a name.
     role_claim_path: tuple[tuple[str, str], ...] = (("key", "role"),)
 

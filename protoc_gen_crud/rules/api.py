@@ -59,9 +59,13 @@ class ApiRules(RulesBase):
             self.error(auth_path + ("type",), "AUTH_TYPE_OAUTH2 needs jwks_url (the identity "
                                               "provider's JWKS address)")
         auth_rules.check(auth_path, a.role_claim, a.user_claim, a.audience, self.error)
+        if a.tenant_claim and (not a.tenant_claim.strip() or '"' in a.tenant_claim):
+            self.error(auth_path + ("tenant_claim",), f"tenant_claim {a.tenant_claim!r} must "
+                       "name a top-level claim: not blank, no '\"'")
         auth = model.Auth(
             type=kind, audience=a.audience, jwks_url=a.jwks_url,
             role_claim=a.role_claim or "role", user_claim=a.user_claim or "sub", **roles,
+            tenant_claim=a.tenant_claim or "tenant_id",
             role_claim_path=auth_rules.claim_path(a.role_claim or "role") or (("key", "role"),),
         )
         found = self.backend_wide("cors")
@@ -128,9 +132,66 @@ class ApiRules(RulesBase):
                 if anon in lists[op]:
                     self.error(path + (op,), f"{label}: with owner_field, {anon!r} cannot "
                                f"{op}: anonymous callers own no rows")
+        platform = self.tenancy(path, a, auth, columns, label, lists)
         return model.Access(owner_column=owner, shared_read=a.shared_read, **{
             "read": lists["read"], "create": lists["create"], "update": lists["update"],
-            "delete": lists["delete"], "admin_roles": lists["admin_roles"]})
+            "delete": lists["delete"], "admin_roles": lists["admin_roles"]},
+            tenant_column=a.tenant_field, platform_roles=platform,
+            default_tenant=a.default_tenant)
+
+    def tenancy(self, path: Path, a: pb.Access, auth: model.Auth,
+                columns: dict[str, model.Column], label: str,
+                lists: dict[str, tuple[str, ...]]) -> tuple[str, ...]:
+        """Check `tenant_field`, `platform_roles` and `default_tenant`; the platform roles.
+
+        The tenant column is compared with a claim as text and filled from it, so it must be
+        a plain TEXT or UUID column; it cannot be the primary key (callers could not create
+        rows with a key they may not write) nor the owner column. Platform roles only lift
+        the tenant filter, so each must already have an operation: naming one that has none
+        is a mistake the user should hear about."""
+        tenant = a.tenant_field
+        for k, role in enumerate(a.platform_roles):
+            self.identifier(path + ("platform_roles", k), role, "role")
+            if not tenant:
+                self.error(path + ("platform_roles", k), f"{label}: platform_roles needs "
+                           "tenant_field (there are no tenants to cross)")
+            elif not any(role in lists[op] for op in ("read", "create", "update", "delete",
+                                                      "admin_roles")):
+                self.error(path + ("platform_roles", k), f"{label}: platform role {role!r} "
+                           "has no operation on the entity; list it under read, create, "
+                           "update, delete or admin_roles as well")
+            elif role in (auth.anon_role, auth.authenticated_role):
+                self.error(path + ("platform_roles", k), f"{label}: {role!r} cannot be a "
+                           "platform role: every caller of that kind would see every tenant")
+        if a.default_tenant and not tenant:
+            self.error(path + ("default_tenant",), f"{label}: default_tenant needs "
+                       "tenant_field")
+        if not tenant:
+            return tuple(dict.fromkeys(a.platform_roles))
+        col = columns.get(tenant)
+        if col is None:
+            self.error(path + ("tenant_field",), f"{label}: tenant_field {tenant!r} is not a "
+                       "field of the entity")
+        elif col.kind not in ("TEXT", "UUID") or col.sql_type.endswith("]"):
+            self.error(path + ("tenant_field",), f"{label}: tenant_field {tenant!r} must be "
+                       f"TEXT or UUID (it holds the tenant claim), not {col.sql_type}")
+        elif col.primary_key:
+            self.error(path + ("tenant_field",), f"{label}: tenant_field {tenant!r} is the "
+                       "primary key; add a field of its own for the tenant")
+        elif col.default is not None:
+            self.error(path + ("tenant_field",), f"{label}: tenant_field {tenant!r} has a "
+                       "default; the tenant comes from the caller's claim, remove it")
+        elif a.default_tenant:
+            problem = sqltypes.literal_problem(col.kind, False, a.default_tenant)
+            if problem:
+                self.error(path + ("default_tenant",), f"{label}: default_tenant {problem}")
+        if tenant and tenant == a.owner_field:
+            self.error(path + ("tenant_field",), f"{label}: tenant_field and owner_field "
+                       "are the same field; a tenant is not a user")
+        if auth.type == "NONE":
+            self.error(path + ("tenant_field",), f"{label}: tenant_field needs "
+                       "authentication: with AUTH_TYPE_NONE no caller has a tenant claim")
+        return tuple(dict.fromkeys(a.platform_roles))
 
     def endpoints(self, auth: model.Auth, entities: list[model.Entity], schema: str,
                   output_tables: list[str]) -> list[model.Endpoint]:

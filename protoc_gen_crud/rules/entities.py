@@ -70,6 +70,13 @@ class EntityRules(RulesBase):
                 if c.name == access.owner_column and c.default is None else c
                 for c in columns
             ]
+        if access.tenant_column:  # required, and filled from the caller's tenant claim
+            columns = [
+                _replace(c, nullable=False, default=model.Default("user_claim",
+                                                                  auth.tenant_claim))
+                if c.name == access.tenant_column and not c.primary_key else c
+                for c in columns
+            ]
         stream_path, stream = self.entity_block(i, "stream")
         streamed = stream.enable_streaming if stream.HasField("enable_streaming") else True
         if streamed:
@@ -94,7 +101,8 @@ class EntityRules(RulesBase):
                 self.error(stream_path + ("subscribers", k, "route"),
                            f"subscriber route {s.route!r} must start with /")
             subscribers.append(model.Subscriber(s.app_id, s.route))
-        seed = self.seed(i, e, name, label, {c.name: c for c in columns}, pk)
+        seed = self.seed(i, e, name, label, {c.name: c for c in columns}, pk,
+                         (access.tenant_column, access.default_tenant))
         retired = []
         for k, number in enumerate(e.reserved_numbers):
             key = f"#{number}"
@@ -369,8 +377,32 @@ class EntityRules(RulesBase):
                     self.error(path, f"entity {entity.name!r}, field {fk.column!r} is "
                                f"{entity.column(fk.column).sql_type} but {fk.table}.{ref} is "
                                f"{ref_col.sql_type}; foreign keys need equal types")
-                resolved.append(_replace(fk, ref_column=ref))
+                resolved.append(_replace(fk, ref_column=ref, **self.tenant_key(
+                    path, entity, fk, target)))
             entities[i] = by_name[entity.name] = _replace(entity, foreign_keys=tuple(resolved))
+
+    def tenant_key(self, path: Path, entity: model.Entity, fk: model.ForeignKey,
+                   target: model.Entity) -> dict[str, str]:
+        """The tenant columns a foreign key also compares, so that a row can reference only a
+        row of its own tenant (the referential check bypasses row-level security, so the key
+        itself must say it). A tenant-scoped row referenced from a table without tenants
+        would let one tenant's rows hang on another's: refused."""
+        mine, theirs = entity.access.tenant_column, target.access.tenant_column
+        where = f"entity {entity.name!r}, field {fk.column!r}"
+        if theirs and not mine:
+            self.error(path, f"{where}: {fk.table!r} is tenant-scoped but {entity.name!r} is "
+                       "not; set tenant_field on it too, so its rows reference only rows of "
+                       "their own tenant")
+            return {}
+        if not (mine and theirs):
+            return {}
+        if entity.column(mine).sql_type != target.column(theirs).sql_type:
+            self.error(path, f"{where}: the tenant columns {entity.name}.{mine} and "
+                       f"{fk.table}.{theirs} have different types")
+        if fk.on_update in ("SET NULL", "SET DEFAULT"):
+            self.error(path + ("on_update",), f"{where}: on_update {fk.on_update} would also "
+                       "clear the tenant column the key includes; use CASCADE or RESTRICT")
+        return {"tenant_column": mine, "ref_tenant_column": theirs}
 
     def indexes(self, i: int, e: pb.Entity, table: str, label: str,
                 columns: dict[str, model.Column]) -> list[model.Index]:
@@ -404,11 +436,20 @@ class EntityRules(RulesBase):
         return result
 
     def seed(self, i: int, e: pb.Entity, table: str, label: str,
-             columns: dict[str, model.Column], pk: tuple[str, ...]) -> list[model.SeedRow]:
+             columns: dict[str, model.Column], pk: tuple[str, ...],
+             tenant: tuple[str, str] = ("", "")) -> list[model.SeedRow]:
+        """Seed rows; in a tenant-scoped entity each goes to the row's own tenant column or
+        else to `default_tenant` (the migration has no caller whose claim could fill it)."""
         rows = []
         for k, row in enumerate(e.default_data):
             path = ("entity", i, "default_data", k)
             values = dict(row.values)
+            if tenant[0] and tenant[0] in columns and tenant[0] not in values:
+                if tenant[1]:
+                    values[tenant[0]] = tenant[1]
+                else:
+                    self.error(path, f"{label}, default_data row {k + 1} has no tenant: "
+                               f"give {tenant[0]!r} or set access.default_tenant")
             for cname, text in sorted(values.items()):
                 col = columns.get(cname)
                 if col is None:
@@ -458,6 +499,8 @@ class EntityRules(RulesBase):
                     j = fields.index(c.name)
                     items.append((("entity", i, "fields", j, "constraints", "unique"),
                                   f"{e.name}_{c.name}_key"))
+            if tenant_key_name(e):
+                items.append((("entity", i, "name"), tenant_key_name(e)))
         for i, e in enumerate(entities):
             items.extend((("entity", i, "indexes", k, "name"), ix.name)
                          for k, ix in enumerate(e.indexes))
@@ -475,6 +518,15 @@ class EntityRules(RulesBase):
                            f"the schema (at {first}); tables, indexes and output tables share "
                            "one namespace")
             names.setdefault(name, path)
+
+
+def tenant_key_name(entity: model.Entity) -> str:
+    """The UNIQUE (tenant, primary key) constraint of a tenant-scoped entity with a
+    single-column key, which foreign keys within a tenant reference; "" for others."""
+    tenant = entity.access.tenant_column
+    if not tenant or len(entity.primary_key) != 1:
+        return ""
+    return short_name(f"{entity.name}_{tenant}_{entity.primary_key[0]}", "key")
 
 
 def _short_enum_names(values: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
