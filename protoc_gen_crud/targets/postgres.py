@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .. import aggregates
 from ..model import Backend, Entity
 from ..rendering import render as render_template
+from ..rules.entities import tenant_key_name
 from .relay import RELAY_ROLE
 
 FOLDER = "migrations"
@@ -25,18 +26,53 @@ class _File:
     checksum: str
 
 
-def _entity(backend: Backend, entity: Entity, roles: tuple[str, ...]) -> str:
+def _grants(entity: Entity) -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """(privilege, columns, roles) triples; no columns means the whole table. In a
+    tenant-scoped entity only the platform roles may write the tenant column: the others get
+    INSERT and UPDATE on every other column, so a caller cannot even name it."""
     access = entity.access
-    grants = [
-        ("SELECT", access.read),
-        ("INSERT", access.create),
-        ("UPDATE", access.update),
-        ("DELETE", access.delete),
-        ("SELECT, INSERT, UPDATE, DELETE", access.admin_roles),
+    grants: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+        ("SELECT", (), access.read),
+        ("INSERT", (), access.create),
+        ("UPDATE", (), access.update),
+        ("DELETE", (), access.delete),
+        ("SELECT, INSERT, UPDATE, DELETE", (), access.admin_roles),
     ]
+    tenant = access.tenant_column
+    if not tenant:
+        return grants
+    writable = tuple(c.name for c in entity.columns if c.name != tenant)
+    platform = set(access.platform_roles)
+    split = []
+    for privilege, _, roles in grants[:4] + [("SELECT, DELETE", (), access.admin_roles)]:
+        if privilege in ("INSERT", "UPDATE"):
+            split.append((privilege, writable, tuple(r for r in roles if r not in platform)))
+            split.append((privilege, (), tuple(r for r in roles if r in platform)))
+        else:
+            split.append((privilege, (), roles))
+    for privilege in ("INSERT", "UPDATE"):
+        split.append((privilege, writable,
+                      tuple(r for r in access.admin_roles if r not in platform)))
+        split.append((privilege, (), tuple(r for r in access.admin_roles if r in platform)))
+    return split
+
+
+def _index_columns(entity: Entity) -> dict[str, tuple[str, ...]]:
+    """Each index's columns as created: in a tenant-scoped entity a B-tree index starts with
+    the tenant column, so a unique index is unique per tenant and lookups within a tenant (the
+    only ones row-level security allows) use it. Other methods cannot lead with a plain
+    column (GIN, hash) or gain nothing from it (BRIN), so they stay as declared."""
+    tenant = entity.access.tenant_column
+    return {ix.name: (tenant, *(c for c in ix.columns if c != tenant))
+            if tenant and ix.method == "btree" else ix.columns for ix in entity.indexes}
+
+
+def _entity(backend: Backend, entity: Entity, roles: tuple[str, ...]) -> str:
+    grants = _grants(entity)
+    tenant_key = tenant_key_name(entity)
     constraint_names = [c.name for c in entity.checks] + [
         f"{entity.name}_{c.name}_key" for c in entity.columns if c.unique
-    ]
+    ] + ([tenant_key] if tenant_key else [])
     return render_template(
         "postgres/entity.sql.j2",
         title=f"Table {entity.name}",
@@ -46,6 +82,8 @@ def _entity(backend: Backend, entity: Entity, roles: tuple[str, ...]) -> str:
         known_keys=[c.key for c in entity.columns] + list(entity.retired_keys),
         constraint_names=constraint_names,
         grants=grants,
+        tenant_key=tenant_key,
+        index_columns=_index_columns(entity),
         all_roles=[*roles, backend.auth.authenticator_role],
     )
 
@@ -53,13 +91,14 @@ def _entity(backend: Backend, entity: Entity, roles: tuple[str, ...]) -> str:
 def render(backend: Backend) -> dict[str, str]:
     db, auth = backend.database, backend.auth
     roles = backend.api_roles
+    tenancy = any(e.access.tenant_column for e in backend.entities)
     files: list[tuple[str, str]] = [
         ("0001_foundation.sql", render_template(
             "postgres/foundation.sql.j2", title="Foundation: schemas and migration helpers",
-            db=db)),
+            db=db, tenancy=tenancy)),
         ("0002_roles.sql", render_template(
             "postgres/roles.sql.j2", title="PostgREST roles", db=db, auth=auth,
-            roles=roles, relay_role=RELAY_ROLE)),
+            roles=roles, relay_role=RELAY_ROLE, tenancy=tenancy)),
     ]
     if backend.domains:
         files.append(("0003_wire.sql", render_template(
