@@ -15,6 +15,7 @@ diagnostic at its `file:line:column`, never dropped: the database is where the r
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 from collections.abc import Callable
@@ -751,6 +752,16 @@ class Applier:
             op = {"min_len": ">=", "max_len": "<=", "len": "="}[rule]
             predicates.append(f"octet_length({col}) {op} {int(value)}")
             return
+        if kind in ("timestamp", "duration"):
+            ops = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "const": "="}
+            if rule not in ops:
+                raise Untranslatable("its verdict depends on the clock (a CHECK must not)"
+                                     if rule in ("lt_now", "gt_now", "within") else "")
+            bound = _time_literal(kind, value)
+            if kind == "duration" and column.array:
+                raise Untranslatable("")
+            predicates.append(f"{col} {ops[rule]} {bound}")
+            return
         if kind == "bool" and rule == "const":
             predicates.append(f"{col} = {'true' if value else 'false'}")
             return
@@ -780,6 +791,21 @@ class Applier:
                     f"{col}::text[]), '$.keyvalue()')) = cardinality({col})")
                 return
         raise Untranslatable("no SQL form for this rule")
+
+
+def _time_literal(kind: str, value: Any) -> str:
+    """A Timestamp or Duration rule value as a timestamptz or interval literal, exactly (a
+    column holds microseconds, so a finer bound has no exact SQL form)."""
+    if value.nanos % 1000:
+        raise Untranslatable("a bound finer than a microsecond (the column's precision)")
+    micros = value.seconds * 1_000_000 + value.nanos // 1000
+    if kind == "duration":
+        sign = "-" if micros < 0 else ""
+        whole, frac = divmod(abs(micros), 1_000_000)
+        return f"'{sign}{whole}.{frac:06d} seconds'::interval"
+    stamp = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
+        microseconds=micros)
+    return f"'{stamp.isoformat()}'::timestamptz"
 
 
 def _python_compiles(pattern: str) -> bool:

@@ -11,6 +11,7 @@ accepted exactly when protovalidate says the message is valid.
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import subprocess
@@ -95,6 +96,13 @@ CASES: list[tuple[str, dict]] = [
         {"room": "my suite"}, {"room": "big suite"}, {"room": ""}, {"note": "ab"},
         {"note": "abc"}, {"note": ""},
     ]],
+    # Times: (seconds, microseconds) for Timestamp and Duration fields.
+    *[("Times", change) for change in [
+        {}, {"at": (0, 0)}, {"at": (0, 1)}, {"at": (-1, 0)}, {"at": (2000000000, 500000)},
+        {"at": (2000000000, 500001)}, {"at": (2000000001, 0)}, {"wait": (1, 0)},
+        {"wait": (0, 999999)}, {"wait": (3599, 999999)}, {"wait": (3600, 0)},
+        {"wait": (-5, 0)}, {"fixed": (86400, 0)}, {"fixed": (86400, 1)}, {"fixed": (0, 0)},
+    ]],
     *[("Contact", {**base, **change}) for base in [{"email": "e", "post": "p"}]
       for change in [
         {}, {"email": ""}, {"email": "", "phone": "1"}, {"phone": "1"}, {"fax": "f"},
@@ -115,10 +123,32 @@ def generated(tmp_path_factory):
     return read_tree(tmp / "out"), pool
 
 
+TIMESTAMPS, DURATIONS = {"at", "fixed"}, {"wait"}
+
+
+def as_proto(pool, name: str, value):
+    """A (seconds, microseconds) pair as the Timestamp or Duration message; others as is."""
+    if name not in TIMESTAMPS | DURATIONS:
+        return value
+    kind = "Timestamp" if name in TIMESTAMPS else "Duration"
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"google.protobuf.{kind}"))
+    return cls(seconds=value[0], nanos=value[1] * 1000)
+
+
+def as_sql(name: str, value):
+    """A (seconds, microseconds) pair as the datetime or timedelta psycopg sends."""
+    if name in TIMESTAMPS:
+        return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
+            seconds=value[0], microseconds=value[1])
+    if name in DURATIONS:
+        return datetime.timedelta(seconds=value[0], microseconds=value[1])
+    return value
+
+
 def verdict(pool, message: str, values: dict) -> bool:
     """protovalidate's: is the message with these field values valid?"""
     cls = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"pv.v1.{message}"))
-    msg = cls(**{k: v for k, v in values.items() if v is not None})
+    msg = cls(**{k: as_proto(pool, k, v) for k, v in values.items() if v is not None})
     try:
         protovalidate.validate(msg)
     except protovalidate.ValidationError:
@@ -131,7 +161,9 @@ def accepted(conn, table: str, values: dict) -> bool:
     columns = [k for k, v in values.items() if v is not None]
     sql = (f'INSERT INTO "{table}" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) '
            f"VALUES ({', '.join(['%s'] * len(columns))})")
-    params = [values[c] for c in columns]
+    if not columns:
+        sql = f'INSERT INTO "{table}" DEFAULT VALUES'
+    params = [as_sql(c, values[c]) for c in columns]
     with conn.transaction(force_rollback=True):
         try:
             with conn.transaction():
@@ -149,7 +181,7 @@ def test_database_and_protovalidate_agree(generated, database, tmp_path):
     with database.connect() as conn:
         for message, values in CASES:
             table = {"Text": "text", "Numbers": "numbers", "Lists": "lists",
-                     "Booking": "booking", "Contact": "contact"}[message]
+                     "Booking": "booking", "Contact": "contact", "Times": "times"}[message]
             valid = verdict(pool, message, values)
             if valid != accepted(conn, table, values):
                 disagreements.append((message, values, "protovalidate says valid" if valid
@@ -160,7 +192,7 @@ def test_database_and_protovalidate_agree(generated, database, tmp_path):
 def test_every_rule_has_valid_and_invalid_cases(generated):
     """Each message's cases include both verdicts, so agreement is not trivially reached."""
     _, pool = generated
-    for message in ("Text", "Numbers", "Lists", "Booking", "Contact"):
+    for message in ("Text", "Numbers", "Lists", "Booking", "Contact", "Times"):
         verdicts = {verdict(pool, m, v) for m, v in CASES if m == message}
         assert verdicts == {True, False}, message
 
