@@ -345,3 +345,18 @@ def test_uuid_tenant_column_with_a_malformed_claim_matches_nothing(database, tmp
             assert as_request(conn, "authenticated", {"sub": "u", "tenant_id": claim},
                               "SELECT count(*) FROM doc") == [(count,)], claim
 
+
+
+def test_the_generated_docs_describe_the_tenancy():
+    """The generated README says each entity is limited to the caller's tenant and who
+    crosses tenants; the OpenAPI document marks the tenant column read-only (left out of
+    what callers send)."""
+    files = from_textproto(CONFIG, ["readme", "openapi"])
+    readme = files["README.md"]
+    assert readme.count("Multi-tenant: every role sees and changes only the rows whose "
+                        "`tenant_id` equals the token's tenant claim") == 2
+    assert readme.count("except platform, which cross tenants") == 2
+    schemas = json.loads(files["openapi/openapi.json"])["components"]["schemas"]
+    for name in ("Product", "Purchase"):
+        assert schemas[name]["properties"]["tenant_id"]["readOnly"] is True
+        assert "tenant_id" not in schemas[f"{name}Input"]["properties"]

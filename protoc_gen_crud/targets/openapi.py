@@ -120,6 +120,8 @@ def entity_schemas(entity: Entity) -> dict[str, dict]:
     required; audit columns left out) and as patched (any of them)."""
     enums = {c.column: c.values for c in entity.checks if c.kind in ("enum", "enum_array")}
     properties = {c.name: column_schema(c, enums.get(c.name, ())) for c in entity.columns}
+    if entity.access.tenant_column:  # set from the token; only platform roles may write it
+        properties[entity.access.tenant_column]["readOnly"] = True
     writable = {name: schema for name, schema in properties.items()
                 if not schema.get("readOnly")}
     required = [c.name for c in entity.columns

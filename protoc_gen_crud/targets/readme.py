@@ -119,17 +119,28 @@ def entity_routes(entity: Entity) -> list[Route]:
 
 
 def visibility(entity: Entity) -> str:
-    """Who sees which rows, in one sentence (row-level security with an owner column)."""
+    """Who sees which rows (row-level security with an owner column, a tenant column or
+    both): the tenant limit comes last because it holds over everything before it."""
     access = entity.access
-    if not access.owner_column:
+    tenant = access.tenant_column
+    if not access.owner_column and not tenant:
         return "Every row is visible to each role that may read."
-    text = (f"Row-level security: a caller sees and changes only rows whose "
-            f"`{access.owner_column}` equals the token's user claim")
-    if access.shared_read:
-        text = (f"Row-level security: every reader sees all rows; a caller changes only rows "
-                f"whose `{access.owner_column}` equals the token's user claim")
-    if access.admin_roles:
-        text += f"; {roles(access.admin_roles)} may see and change all"
+    if not access.owner_column:
+        text = "Every row is visible to each role that may read"
+    else:
+        text = (f"Row-level security: a caller sees and changes only rows whose "
+                f"`{access.owner_column}` equals the token's user claim")
+        if access.shared_read:
+            text = (f"Row-level security: every reader sees all rows; a caller changes only "
+                    f"rows whose `{access.owner_column}` equals the token's user claim")
+        if access.admin_roles:
+            text += f"; {roles(access.admin_roles)} may see and change all"
+    if tenant:
+        text += (f". Multi-tenant: every role sees and changes only the rows whose `{tenant}` "
+                 "equals the token's tenant claim (set from it on insert; callers cannot "
+                 "write it)")
+        if access.platform_roles:
+            text += f", except {roles(access.platform_roles)}, which cross tenants"
     return text + "."
 
 
