@@ -561,11 +561,14 @@ def test_generated_code_passes_ruff(name, tmp_path):
 
 def test_event_stream_parsing_gaps_and_ticks(storefront_site):
     """The text/event-stream grammar (multi-line data, comments, `retry:`, `id:` without a
-    space) and the gateway's events: a change, a `gap` (no id: the resume point stays), a
-    clock tick (skipped)."""
+    space) and the gateway's events: the opening position (an id without data: taken as the
+    resume point, no event), a change, a `gap` (no id: the resume point stays), a clock tick
+    (skipped)."""
     pkg = load("shop_client", storefront_site)
     runtime, info = pkg.runtime, pkg.client.CUSTOMER
     parser = runtime._SseParser()
+    opening = [parser.feed(line) for line in ("retry: 3172", "id: 5-0", "")]
+    assert opening == [None, None, None] and parser.last_id == "5-0"
     lines = [": heartbeat", "retry: 250", "id:7-1", 'data: {"table_name": "customer",',
              'data: "action": "I", "id": "c1", "name": "A", "tier": "TIER_GOLD"}', "",
              "event: gap", 'data: {"table_name": "customer", "action": "T", '
@@ -580,6 +583,7 @@ def test_event_stream_parsing_gaps_and_ticks(storefront_site):
     assert (gap.id, gap.row, gap.gap) == (None, None, {"last_event_id": "7-1",
                                                        "trimmed_through": "9-0"})
     assert tick is None
+    assert parser.last_id == "7-1"
 
 
 def test_models_depend_on_neither_where_nor_by_whom(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from protoc_gen_crud.devstack import LocalStack
+from protoc_gen_crud.targets import relay
 
 from . import postgrest_sql as rest
 from .support import EXAMPLES, EXAMPLES_DIR, call, from_textproto, write_tree
@@ -120,6 +121,12 @@ class SseClient:
         self.headers = {k.lower(): v.strip() for k, _, v in
                         (line.partition(":") for line in head.decode().split("\r\n")[1:])}
         self.comments = 0
+        # What an EventSource keeps: the last `id:` of any block (an id-only block included,
+        # as the gateway sends first) and the `retry:` asked for; `closed` once the server
+        # ended the response.
+        self.last_id: str | None = None
+        self.retry: int | None = None
+        self.closed = False
 
     def events(self, count: int, timeout: float = 10) -> list[tuple[str, dict]]:
         """The next `count` events (fewer if the timeout passes first)."""
@@ -133,7 +140,9 @@ class SseClient:
                     if line.startswith(":"):
                         self.comments += 1
                     elif line.startswith("id: "):
-                        event_id = line[4:]
+                        event_id = self.last_id = line[4:]
+                    elif line.startswith("retry: "):
+                        self.retry = int(line[7:])
                     elif line.startswith("data: "):
                         data = json.loads(line[6:])
                 if data is not None:
@@ -146,6 +155,7 @@ class SseClient:
             except TimeoutError:
                 break
             if not chunk:
+                self.closed = True
                 break
             self.buffer += chunk
         return found
@@ -254,6 +264,61 @@ def test_resume_with_last_event_id(stack):
         assert [d["id"] for _, d in got] == [row["id"] for _, row in missed], how
         assert all(tuple(map(int, i.split("-"))) > tuple(map(int, last.split("-")))
                    for i, _ in got)
+
+
+def published(running: LocalStack, entity: str, sql: str) -> list[tuple[str, dict]]:
+    """Run the statement and wait until the relay has put its changes on the Redis stream."""
+    client = running.redis.client()
+    before = client.xlen(relay.topic(entity))
+    changes = expected_events(running, [(entity, sql)])[entity]
+    deadline = time.monotonic() + 10
+    while client.xlen(relay.topic(entity)) < before + len(changes):
+        assert time.monotonic() < deadline, "the relay did not publish"
+        time.sleep(0.05)
+    return changes
+
+
+def opening(client: SseClient) -> re.Match:
+    """The stream's first block, as bytes come: `retry:` and the position, nothing else."""
+    while b"\n\n" not in client.buffer:
+        chunk = client.sock.recv(65536)
+        assert chunk, client.buffer
+        client.buffer += chunk
+    found = re.fullmatch(r"retry: (\d+)\nid: (\d+-\d+)", client.buffer.decode().split("\n\n")[0])
+    assert found, client.buffer
+    return found
+
+
+@pytest.mark.parametrize("stack", ["product"], indirect=True)
+def test_every_stream_gives_its_position_from_the_first_byte(stack):
+    """A client cut off before its first event still has a position: the first bytes are
+    `retry:` and the id reading starts after, so a reconnect with
+    it gets exactly what was committed meanwhile (issue 16: three rows were lost)."""
+    _, running = stack
+    entity, insert = INSERTS["product"]
+    published(running, entity, insert.format(tag="position-before"))
+    redis = running.redis.client()
+    newest = [e[0].decode() for e in redis.xrevrange(relay.topic(entity), count=2)]
+    client = SseClient(f"/stream/sse/{entity}")
+    found = opening(client)
+    client.close()
+    assert found[1] == "3000"
+    assert found[2] == newest[0]
+    position = found[2]
+    # The other starting points: everything, the last event only, a resumed id.
+    for query, headers, wanted in (("?history=all", {}, "0-0"), ("?history=1", {}, newest[1]),
+                                   ("", {"Last-Event-ID": newest[1]}, newest[1])):
+        client = SseClient(f"/stream/sse/{entity}{query}",
+                           {"Authorization": f"Bearer {token(ADMIN)}", **headers})
+        assert opening(client)[2] == wanted, query or headers
+        client.close()
+    # Only the position was read; rows are committed while the client is away.
+    missed = published(running, entity, insert.format(tag="position-missed"))
+    again = SseClient(f"/stream/sse/{entity}", {"Last-Event-ID": position,
+                                                "Authorization": f"Bearer {token(ADMIN)}"})
+    got = again.events(len(missed) + 1, timeout=2)
+    again.close()
+    assert [(d["action"], d["id"]) for _, d in got] == [("I", row["id"]) for _, row in missed]
 
 
 @pytest.mark.one_major
