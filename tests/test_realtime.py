@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from protoc_gen_crud.devstack import LocalStack
-from protoc_gen_crud.targets import relay
+from protoc_gen_crud.targets import openresty, relay
 
 from . import postgrest_sql as rest
 from .support import EXAMPLES, EXAMPLES_DIR, call, from_textproto, write_tree
@@ -319,6 +319,35 @@ def test_every_stream_gives_its_position_from_the_first_byte(stack):
     got = again.events(len(missed) + 1, timeout=2)
     again.close()
     assert [(d["action"], d["id"]) for _, d in got] == [("I", row["id"]) for _, row in missed]
+
+
+@pytest.mark.parametrize("stack", ["product"], indirect=True)
+def test_a_reload_ends_open_streams_and_they_resume_on_the_new_workers(stack):
+    """`nginx -s reload`: the old worker's stream ends by itself after its current read (one
+    heartbeat, 0.5 s here), well before worker_shutdown_timeout would cut it, and the client,
+    reconnecting with the last id it got, receives every change made meanwhile once."""
+    _, running = stack
+    entity, insert = INSERTS["product"]
+    client = SseClient(f"/stream/sse/{entity}")
+    assert client.events(1, timeout=0.3) == [] and client.last_id
+    published(running, entity, insert.format(tag="reload-before"))
+    assert len(client.events(2, timeout=3)) == 2
+    started = time.monotonic()
+    assert running.gateway is not None
+    running.gateway.reload(running.generated / "openresty")
+    during = published(running, entity, insert.format(tag="reload-during"))
+    old = client.events(100, timeout=openresty.WORKER_SHUTDOWN_TIMEOUT_S + 5)
+    ended = time.monotonic() - started
+    client.close()
+    assert client.closed, "the stream stayed open on the old worker"
+    assert ended < openresty.WORKER_SHUTDOWN_TIMEOUT_S / 2, (
+        f"ended after {ended:.1f} s: cut by worker_shutdown_timeout, not by the stream")
+    after = published(running, entity, insert.format(tag="reload-after"))
+    again = SseClient(f"/stream/sse/{entity}", {"Last-Event-ID": client.last_id or "",
+                                                "Authorization": f"Bearer {token(ADMIN)}"})
+    new = again.events(len(during) + len(after) + 1, timeout=2)
+    again.close()
+    assert [d["id"] for _, d in old + new] == [row["id"] for _, row in during + after]
 
 
 @pytest.mark.one_major

@@ -36,6 +36,9 @@ INTERNAL_PORT = METRICS_PORT
 LISTEN_PORT = 80
 UPSTREAM_HOST = "crud"
 TICK = "T"  # the action of the clock ticks an SSE client asks for with ?ticks=1
+# How long an old worker may keep connections after a reload or a graceful stop. Its streams
+# end on their own after their current XREAD (ngx.worker.exiting()); this bounds the rest.
+WORKER_SHUTDOWN_TIMEOUT_S = 5
 # Where the reference page's npm project lives, in the output and beside nginx.conf (its
 # node_modules/swagger-ui-dist holds the files the page loads).
 DOCS_DIR = "docs"
@@ -168,6 +171,7 @@ def render(backend: Backend) -> dict[str, str]:
         "streamed": streams(backend),
         "channels": channels(backend),
         "tick": TICK,
+        "worker_shutdown_timeout": WORKER_SHUTDOWN_TIMEOUT_S,
         "trimmed_suffix": TRIMMED_SUFFIX,
         "user_claim": backend.auth.user_claim,
         "role_claim": backend.auth.role_claim,
