@@ -360,3 +360,52 @@ def test_the_generated_docs_describe_the_tenancy():
     for name in ("Product", "Purchase"):
         assert schemas[name]["properties"]["tenant_id"]["readOnly"] is True
         assert "tenant_id" not in schemas[f"{name}Input"]["properties"]
+
+
+RULE = """  stream { aggregation { rules {
+    name: "product_count" window { type: WINDOW_TYPE_TUMBLING interval: "1 minute" }
+    function { type: FUNCTION_TYPE_COUNT } group_by: ["name"]
+    output { table_name: "product_counts" } } } }
+  default_data { values"""
+
+
+def test_an_aggregation_over_both_tenants_keeps_them_apart(database, tmp_path):
+    """A COUNT per name over product changes of both tenants, in the same window and with
+    the same name: the generated pipeline (run in DataFusion by the Arroyo harness) gives one
+    row per tenant; upserted by the pipeline role into the output table, each tenant's users
+    read only their own tenant's row there."""
+    from datetime import datetime, timedelta
+
+    from . import arroyo_harness as harness
+
+    files = from_text(CONFIG.read_text().replace("  default_data { values", RULE, 1),
+                      targets=["postgres", "arroyo"])
+    sql = files["arroyo-queries/product_product_count.sql"]
+    start = datetime(2026, 11, 24, 10, 0, 0)
+    events = []
+    for i, tenant in enumerate("aabab"):
+        t = start + timedelta(seconds=5 * i)
+        events.append({"id": f"{i:08d}-0000-4000-8000-000000000000", "tenant_id": tenant,
+                       "sku": f"S-{i}", "name": "Anvil", "created_at": t, "updated_at": t,
+                       "table_name": "product", "action": "I", "commit_time": t,
+                       "commit_lsn": f"0/{i:X}"})
+    events.append({"table_name": "product", "action": "T",
+                   "commit_time": start + timedelta(minutes=3)})
+    group_by = ("tenant_id", "name")
+    rows = harness.execute(sql, events, group_by)
+    assert sorted((r["tenant_id"], r["name"], r["value"]) for r in rows) == [
+        ("a", "Anvil", 3), ("b", "Anvil", 2)]
+    assert database.migrate(files, tmp_path).returncode == 0
+    with database.connect(autocommit=True) as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL ROLE crud_pipeline")
+            for r in rows:
+                conn.execute("INSERT INTO shop.product_counts (window_start, window_end, "
+                             "tenant_id, name, value) VALUES (%s, %s, %s, %s, %s)",
+                             (r["window_start"], r["window_end"], r["tenant_id"], r["name"],
+                              r["value"]))
+        for persona, want in (("alice_a", [("a", 3)]), ("carol_b", [("b", 2)]),
+                              ("anon", [])):
+            role, claims = PERSONAS[persona]
+            assert as_request(conn, role, claims, "SELECT tenant_id, value FROM "
+                              "shop.product_counts") == want, persona

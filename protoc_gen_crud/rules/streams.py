@@ -95,10 +95,15 @@ class StreamRules(RulesBase):
                         self.error(here + ("name",), f"{where}: entity {source!r} has "
                                    "enable_streaming: false, and a rule reads its change "
                                    "stream; turn streaming on or remove the rule")
+                # Over a tenant-scoped entity every window is per tenant: the tenant column
+                # leads the groups, so no result mixes tenants and output rows carry it.
+                tenant = entity.access.tenant_column if entity else ""
+                groups = ((tenant, *(g for g in r.group_by if g != tenant)) if tenant
+                          else tuple(r.group_by))
                 result.append(model.Rule(
                     name=name, description=r.description, entity=source, window=window,
                     function=fn, target_field=target, custom_sql=r.function.custom_sql.strip(),
-                    separator=r.function.separator or ", ", group_by=tuple(r.group_by),
+                    separator=r.function.separator or ", ", group_by=groups,
                     having=r.having, where=r.where_condition, output_table=out.table_name,
                     webhook_url=out.webhook_url,
                     # Results nobody receives are useless: without outputs, publish them.

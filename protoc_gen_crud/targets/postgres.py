@@ -67,6 +67,18 @@ def _index_columns(entity: Entity) -> dict[str, tuple[str, ...]]:
             if tenant and ix.method == "btree" else ix.columns for ix in entity.indexes}
 
 
+def _output_tenancy(source: Entity) -> dict[str, object]:
+    """How a rule's output table keeps tenants apart: its source's tenant column (a group of
+    every result), and the readers held to their tenant (all but the platform roles)."""
+    access = source.access
+    tenant = access.tenant_column
+    return {
+        "tenant": tenant,
+        "tenant_uuid": bool(tenant) and source.column(tenant).kind == "UUID",
+        "bound": tuple(r for r in access.read if r not in access.platform_roles),
+    }
+
+
 def _entity(backend: Backend, entity: Entity, roles: tuple[str, ...]) -> str:
     grants = _grants(entity)
     tenant_key = tenant_key_name(entity)
@@ -123,6 +135,7 @@ def render(backend: Backend) -> dict[str, str]:
             "columns": aggregates.output_columns(backend, rule),
             "key": aggregates.key_columns(rule),
             "readers": backend.entity(rule.entity).access.read,
+            **_output_tenancy(backend.entity(rule.entity)),
         } for rule in outputs]
         files.append(("0450_aggregates.sql", render_template(
             "postgres/aggregates.sql.j2", title="Aggregation outputs", db=db, auth=auth,
