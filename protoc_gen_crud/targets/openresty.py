@@ -36,6 +36,9 @@ INTERNAL_PORT = METRICS_PORT
 LISTEN_PORT = 80
 UPSTREAM_HOST = "crud"
 TICK = "T"  # the action of the clock ticks an SSE client asks for with ?ticks=1
+# The `retry:` each SSE connection gets is drawn from this range (ms), so that clients cut
+# off together (a restart, a reload) do not all reconnect in the same instant.
+SSE_RETRY_MS = (2000, 5000)
 # How long an old worker may keep connections after a reload or a graceful stop. Its streams
 # end on their own after their current XREAD (ngx.worker.exiting()); this bounds the rest.
 WORKER_SHUTDOWN_TIMEOUT_S = 5
@@ -171,6 +174,8 @@ def render(backend: Backend) -> dict[str, str]:
         "streamed": streams(backend),
         "channels": channels(backend),
         "tick": TICK,
+        "retry_min_ms": SSE_RETRY_MS[0],
+        "retry_max_ms": SSE_RETRY_MS[1],
         "worker_shutdown_timeout": WORKER_SHUTDOWN_TIMEOUT_S,
         "trimmed_suffix": TRIMMED_SUFFIX,
         "user_claim": backend.auth.user_claim,
