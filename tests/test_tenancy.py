@@ -409,3 +409,45 @@ def test_an_aggregation_over_both_tenants_keeps_them_apart(database, tmp_path):
             role, claims = PERSONAS[persona]
             assert as_request(conn, role, claims, "SELECT tenant_id, value FROM "
                               "shop.product_counts") == want, persona
+
+
+def test_change_events_carry_the_tenant_as_a_cloudevent_attribute(database, tmp_path):
+    """The relay's CloudEvents of a tenant-scoped entity name the row's tenant in the
+    `tenant` extension attribute (insert, update and delete, from real pgoutput of the
+    generated publication, with the generated relay.json); `data` stays the last key."""
+    from protoc_gen_crud.relay import pgoutput
+    from protoc_gen_crud.relay.events import change_data, cloud_event
+    from protoc_gen_crud.relay.service import Config
+
+    from .support import write_tree
+
+    files = from_textproto(CONFIG, ["postgres", "relay"])
+    assert database.migrate(files, tmp_path).returncode == 0
+    config = Config.load(write_tree(files, tmp_path) / "relay" / "relay.json", "", "")
+    table = config.tables["shop", "product"]
+    assert table.tenant == "tenant_id"
+    database.query("SELECT pg_create_logical_replication_slot('tenancy_test', 'pgoutput')")
+    try:
+        database.query("INSERT INTO shop.product (tenant_id, sku, name) VALUES "
+                       "('a', 'A-1', 'Anvil'), ('b', 'A-1', 'Anvil')")
+        database.query("UPDATE shop.product SET name = 'Anvil 2' WHERE tenant_id = 'b'")
+        database.query("DELETE FROM shop.product WHERE tenant_id = 'a'")
+        rows = database.query(
+            "SELECT data FROM pg_logical_slot_get_binary_changes('tenancy_test', NULL, NULL, "
+            "'proto_version', '1', 'publication_names', 'crud_changes')")
+    finally:
+        database.query("SELECT pg_drop_replication_slot('tenancy_test')")
+    messages = [pgoutput.decode(bytes(data)) for (data,) in rows]
+    relation = next(m for m in messages if isinstance(m, pgoutput.Relation)
+                    and m.table == "product")
+    events = []
+    for change in (m for m in messages if isinstance(m, pgoutput.Change)):
+        data = change_data(relation, change, table, 0, 0)
+        events.append(json.loads(cloud_event("0-0", data, table, "/crud/shop", "p")))
+    assert [(e["data"]["action"], e["tenant"]) for e in events] == [
+        ("I", "a"), ("I", "b"), ("U", "b"), ("D", "a")]
+    assert all(list(e)[-1] == "data" for e in events)
+    # An entity without tenants gets no such attribute.
+    plain = from_text('entity { name: "note" fields { name: "body" type: SQL_TYPE_TEXT } }',
+                      targets=["relay"])
+    assert "tenant" not in plain["relay/relay.json"]

@@ -50,7 +50,9 @@ def config(backend: Backend) -> dict:
              "trimmed_key": topic(e.name) + TRIMMED_SUFFIX,
              # Columns whose JSON is the wire domains' (pgoutput names only their oid).
              "wire": {c.name: c.wire + ("[]" if c.sql_type.endswith("]") else "")
-                      for c in e.columns if c.domain}}
+                      for c in e.columns if c.domain},
+             # The CloudEvent `tenant` attribute's column (tenant-scoped entities only).
+             **({"tenant": e.access.tenant_column} if e.access.tenant_column else {})}
             for e in backend.streamed
         ],
     }
