@@ -451,3 +451,50 @@ def test_change_events_carry_the_tenant_as_a_cloudevent_attribute(database, tmp_
     plain = from_text('entity { name: "note" fields { name: "body" type: SQL_TYPE_TEXT } }',
                       targets=["relay"])
     assert "tenant" not in plain["relay/relay.json"]
+
+
+def test_an_upsert_with_another_tenants_key_changes_nothing(shop):
+    """PUT (PostgREST's insert ... on conflict do update) with the key of tenant b's row, as
+    a user and as the admin of tenant a: refused, and b's row is as it was. (That the key
+    exists is what the caller learns, as with a POST conflict; options.proto says so.)"""
+    other = shop.query("SELECT id::text FROM shop.product WHERE tenant_id = 'b' "
+                       "AND sku = 'B-2'")[0][0]
+    with shop.connect(autocommit=True) as conn:
+        s = postgrest_sql.shape(conn, "shop", "product")
+        sql, params = postgrest_sql.upsert(s, {"id": other, "sku": "B-2", "name": "Mine"},
+                                           "id")
+        for persona in ("alice_a", "admin_a"):
+            role, claims = PERSONAS[persona]
+            got = as_request(conn, role, claims, _inline(conn, sql, params))
+            assert got is errors.InsufficientPrivilege, persona
+        role, claims = PERSONAS["carol_b"]
+        assert as_request(conn, role, claims, _inline(conn, sql, params)) != (
+            errors.InsufficientPrivilege)
+    assert shop.query("SELECT tenant_id, name FROM shop.product WHERE id = %s", (other,)) == [
+        ("b", "Bolt")]
+
+
+def test_evolution_through_the_proto_front_door(database, tmp_path):
+    """The same conversion from a .proto through protoc: a message gains a tenant field and
+    `tenant_field` with `default_tenant`; its 30 rows converge to that tenant."""
+    from .test_evolution import generate
+
+    v1 = """
+    message Item {
+      option (crud.v1.api) = {access: {read: ["authenticated"] create: ["authenticated"]}};
+      string sku = 1 [(crud.v1.field).constraints.unique = true];
+    }
+    """
+    v2 = v1.replace('create: ["authenticated"]', 'create: ["authenticated"] '
+                    'tenant_field: "tenant_id" default_tenant: "acme"').replace(
+        "string sku = 1", "string tenant_id = 2;\n      string sku = 1")
+    v1 = v1.replace("message Item {", 'message Item {\n  option (crud.v1.entity) = {};')
+    v2 = v2.replace("message Item {", 'message Item {\n  option (crud.v1.entity) = {};')
+    assert database.migrate(generate(tmp_path, "v1", v1), tmp_path / "db").returncode == 0
+    database.query("INSERT INTO item (sku) SELECT 'S-' || i FROM generate_series(1, 30) i")
+    done = database.migrate(generate(tmp_path, "v2", v2), tmp_path / "db")
+    assert done.returncode == 0, done.stderr
+    assert database.query("SELECT tenant_id, count(*) FROM item GROUP BY 1") == [("acme", 30)]
+    assert database.query("SELECT column_default FROM information_schema.columns WHERE "
+                          "table_name = 'item' AND column_name = 'tenant_id'") == [
+        ("crud_meta.jwt_claim('tenant_id'::text)",)]
