@@ -7,7 +7,8 @@ answers them (src/PostgREST/Error.hs): `expired` gets 401 with its WWW-Authentic
 challenge, `ghost-role` 400 (a role claim naming no role: PostgreSQL's 22023), `db-down` 503;
 a singular request
 (Accept: application/vnd.pgrst.object+json) whose filter asks for the value `missing` gets
-PostgREST's 406; `big=1` in the query gets a large body.
+PostgREST's 406; `big=1` in the query gets a large body. A read of rows carries PostgREST's
+`Content-Range` (`0-0/*`, or `0-0/1` with `Prefer: count=exact`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class Recorder(BaseHTTPRequestHandler):
             status, payload = 200, {"canned": True}
         else:
             status, payload = (201 if self.command == "POST" else 200), [{"canned": True}]
+        if status == 200 and self.command == "GET" and isinstance(payload, list):
+            # PostgREST sends the range of every read, with the total when counted.
+            counted = "count=exact" in self.headers.get("Prefer", "")
+            extra["Content-Range"] = f"0-{len(payload) - 1}/{len(payload) if counted else '*'}"
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
