@@ -498,3 +498,30 @@ def test_evolution_through_the_proto_front_door(database, tmp_path):
     assert database.query("SELECT column_default FROM information_schema.columns WHERE "
                           "table_name = 'item' AND column_name = 'tenant_id'") == [
         ("crud_meta.jwt_claim('tenant_id'::text)",)]
+
+
+def test_a_unique_tenant_column_is_one_row_per_tenant(database, tmp_path):
+    """A per-tenant settings table: the tenant field itself UNIQUE stays UNIQUE (tenant),
+    not (tenant, tenant), which PostgreSQL would refuse; each tenant may have one row."""
+    config = """
+    entity {
+      name: "settings"
+      fields { name: "org" type: SQL_TYPE_TEXT constraints { unique: true } }
+      fields { name: "theme" type: SQL_TYPE_TEXT }
+      api { access { read: ["authenticated"] create: ["authenticated"]
+                     tenant_field: "org" } }
+    }"""
+    done = database.migrate(from_text(config, targets=["postgres"]), tmp_path)
+    assert done.returncode == 0, done.stderr
+    insert = "INSERT INTO settings (theme) VALUES ('dark') RETURNING org"
+    with database.connect(autocommit=True) as conn:
+        for tenant in ("a", "b"):
+            claims = {"sub": "u", "tenant_id": tenant}
+            assert as_request(conn, "authenticated", claims, insert) == [(tenant,)]
+            with conn.transaction():  # committed, then a second row of the same tenant
+                conn.execute("SELECT set_config('request.jwt.claims', %s, true)",
+                             (json.dumps(claims),))
+                conn.execute('SET LOCAL ROLE "authenticated"')
+                conn.execute(insert)
+            with pytest.raises(errors.UniqueViolation):
+                as_request(conn, "authenticated", claims, insert)
