@@ -11,6 +11,7 @@ import gzip
 import http.client
 import itertools
 import json
+import re
 import subprocess
 import time
 
@@ -429,6 +430,59 @@ def test_streams_refuse_unknown_query_parameters_before_any_work(gateway, netns,
         call(netns, "GET", f"{path}?{column}=eq.x&history=5&action=I", {"Authorization":
              "Bearer x.e30.x"}, source=next(sources))
         assert recording.since()[0]["path"] == f"/{entity.name}", "went on to the check"
+
+
+RETRY_ONLY = re.compile(r"retry: (\d+)\n: (unavailable|rate limited)\n\n")
+
+
+def test_transient_stream_failures_tell_browsers_to_retry(gateway, netns, recording):
+    """An EventSource gives up for good on any status but 200 (HTML, "fail the connection"):
+    PostgREST unavailable for the permission check, or the rate limit, answers a 200 event
+    stream holding only a jittered `retry:` (no id, so the client keeps its Last-Event-ID),
+    which browsers follow. A refusal that will not pass by itself stays a JSON 403."""
+    backend, _ = gateway
+    sources = (f"127.0.6.{n}" for n in itertools.count(1))
+    delays = set()
+    for entity in backend.streamed:
+        path = f"/stream/sse/{entity.name}"
+        for _ in range(3):
+            reply = call(netns, "GET", path, {"Authorization": "Bearer db-down"},
+                         source=next(sources))
+            assert reply.status == 200, (entity.name, reply.status, reply.body)
+            assert reply.headers["content-type"] == "text/event-stream"
+            found = RETRY_ONLY.fullmatch(reply.body.decode())
+            assert found and found.group(2) == "unavailable", reply.body
+            assert 2000 <= int(found.group(1)) <= 5000
+            delays.add(int(found.group(1)))
+        denied = call(netns, "GET", path, {"Authorization": "Bearer forbidden"},
+                      source=next(sources))
+        assert denied.status == 403 and json.loads(denied.body)["code"] == "forbidden"
+    if backend.streamed:
+        assert len(delays) > 1, "the retry interval has jitter"
+        # Over the rate limit (one address, one connection): the stream route answers the
+        # retry stream where other routes answer 429.
+        path = f"/stream/sse/{backend.streamed[0].name}"
+        conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10,
+                                          source_address=("127.0.6.250", 0))
+        with netns.inside():
+            conn.connect()
+        try:
+            for _ in range(backend.rate_limit.burst * 4 + 10):
+                conn.request("GET", path, headers={"Authorization": "Bearer forbidden"})
+                reply = conn.getresponse()
+                body = reply.read().decode()
+                assert reply.status in (200, 403), reply.status
+                if reply.status == 200:
+                    assert RETRY_ONLY.fullmatch(body).group(2) == "rate limited", body
+                    break
+                if reply.getheader("Connection", "") == "close":
+                    conn.close()
+                    with netns.inside():
+                        conn.connect()
+            else:
+                raise AssertionError("never rate limited")
+        finally:
+            conn.close()
 
 
 def test_streams_refuse_origins_cors_does_not_allow_before_any_work(gateway, netns, recording):
