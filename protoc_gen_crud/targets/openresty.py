@@ -73,6 +73,9 @@ class Stream:
     owner: str
     shared_read: bool
     admins: tuple[str, ...]
+    # Multi-tenancy: the tenant column ("" = none) and the roles that see every tenant.
+    tenant: str = ""
+    platform: tuple[str, ...] = ()
 
 
 def routes(backend: Backend) -> list[Route]:
@@ -93,6 +96,9 @@ class Channel:
     topic: str
     entity: str
     max_len: int
+    # The source's tenant column (its results carry it) and the roles that see every tenant.
+    tenant: str = ""
+    platform: tuple[str, ...] = ()
 
 
 def streams(backend: Backend) -> list[Stream]:
@@ -100,8 +106,17 @@ def streams(backend: Backend) -> list[Stream]:
     sources = {r.entity for r in backend.rules}
     return [Stream(e.name, topic(e.name), e.access.owner_column, e.access.shared_read,
                    tuple(sorted({*e.access.admin_roles,
-                                 *((PIPELINE_ROLE,) if e.name in sources else ())})))
+                                 *((PIPELINE_ROLE,) if e.name in sources else ())})),
+                   e.access.tenant_column, _platform(e, e.name in sources))
             for e in backend.streamed]
+
+
+def _platform(entity: Entity, source: bool) -> tuple[str, ...]:
+    """Who sees every tenant's events: the platform roles, and the pipeline role of an
+    entity that feeds aggregations (they group by tenant themselves)."""
+    if not entity.access.tenant_column:
+        return ()
+    return tuple(sorted({*entity.access.platform_roles, *((PIPELINE_ROLE,) if source else ())}))
 
 
 def channels(backend: Backend) -> list[Channel]:
@@ -111,7 +126,8 @@ def channels(backend: Backend) -> list[Channel]:
             name = rule.sse_channel.removeprefix("/stream/")
             entity = backend.entity(rule.entity)
             found.setdefault(name, Channel(name, f"crud.aggregate.{name}", entity.name,
-                                           entity.stream_max_len))
+                                           entity.stream_max_len, entity.access.tenant_column,
+                                           _platform(entity, False)))
     return sorted(found.values(), key=lambda c: c.name)
 
 
@@ -179,6 +195,7 @@ def render(backend: Backend) -> dict[str, str]:
         "worker_shutdown_timeout": WORKER_SHUTDOWN_TIMEOUT_S,
         "trimmed_suffix": TRIMMED_SUFFIX,
         "user_claim": backend.auth.user_claim,
+        "tenant_claim": backend.auth.tenant_claim,
         "role_claim": backend.auth.role_claim,
         "role_claim_path": backend.auth.role_claim_path,
     }
