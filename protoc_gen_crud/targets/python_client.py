@@ -63,7 +63,7 @@ class EntityView:
     key: Field | None  # the single primary key column, if any
     renames: tuple[tuple[str, str], ...]  # (betterproto2's snake key, proto name) that differ
     attrs: tuple[tuple[str, str], ...]  # (proto name, attribute) that from_dict would miss
-    read_only: tuple[str, ...]  # audit columns left out of write bodies when unset
+    read_only: tuple[str, ...]  # audit and tenant columns left out of write bodies when unset
 
 
 @dataclass(frozen=True)
@@ -352,8 +352,11 @@ def _views(backend: Backend) -> tuple[EntityView, ...]:
         key = None
         if len(entity.primary_key) == 1:
             key = next(f for f in fields if f.wire == entity.primary_key[0])
+        # Audit columns, and a tenant-scoped entity's tenant column (which only platform
+        # roles may write: a body naming it, even at its zero value, is refused).
         read_only = tuple(f.wire for f in fields
-                          if f.column.implicit and f.wire in ("created_at", "updated_at"))
+                          if (f.column.implicit and f.wire in ("created_at", "updated_at"))
+                          or f.wire == entity.access.tenant_column)
         views.append(EntityView(entity, cls, _py_attr(entity.name), tuple(fields), key,
                                 renames, attrs, read_only))
     return tuple(views)
