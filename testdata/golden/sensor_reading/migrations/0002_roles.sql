@@ -18,6 +18,22 @@ GRANT "authenticated" TO "authenticator";
 SELECT crud_meta.ensure_role('crud_relay', true);
 ALTER ROLE "crud_relay" REPLICATION;
 
+-- Timestamps leave in UTC ("...+00:00"), whatever the server's or the database's TimeZone:
+-- in another zone PostgreSQL writes a historical instant with its local mean time's offset
+-- (1890 in Asia/Kolkata: +05:21:10), which json_format, protobuf-es and Go's protojson refuse.
+-- PostgREST applies the settings of the role a request runs as (pg_roles.rolconfig, read at
+-- start-up and on reload: src/PostgREST/Config/Database.hs:134-170 and Query.hs:298 at
+-- v12.2.3, set_config(..., true) in each request), so every API role has it; the
+-- authenticator has it from its login for whatever PostgREST runs outside a request. A role
+-- setting is PostgreSQL's, not the database's: it holds in every database of the server.
+-- The relay writes events from the text pgoutput gives it, in its session's styles.
+ALTER ROLE "anon" SET timezone = 'UTC';
+ALTER ROLE "authenticated" SET timezone = 'UTC';
+ALTER ROLE "authenticator" SET timezone = 'UTC';
+ALTER ROLE "crud_relay" SET timezone = 'UTC';
+ALTER ROLE "crud_relay" SET datestyle = 'ISO, MDY';
+ALTER ROLE "crud_relay" SET intervalstyle = 'postgres';
+
 GRANT USAGE ON SCHEMA "public" TO "anon", "authenticated";
 GRANT USAGE ON SCHEMA crud_meta TO "anon", "authenticated";
 GRANT EXECUTE ON FUNCTION crud_meta.jwt_claim(text) TO "anon", "authenticated";

@@ -29,6 +29,9 @@ class Table:
     retention_max_len: int = 0  # 0: the same as max_len
     trimmed_key: str = ""  # where the newest trimmed-away id is recorded ("" : topic.trimmed)
     wire: dict[str, str] | None = None  # column -> wire kind ("int64", "bytes[]", ...)
+    # The tenant column of a tenant-scoped entity: its value becomes the CloudEvent's
+    # `tenant` extension attribute, so Dapr subscribers can route without reading the data.
+    tenant: str = ""
 
 
 def format_lsn(lsn: int) -> str:
@@ -72,8 +75,10 @@ def cloud_event(event_id: str, data: dict, table: Table, source: str, pubsub: st
     """The CloudEvents 1.0 envelope Dapr expects in the stream's `data` field.
 
     `data` is always the last key: the gateway forwards its bytes to SSE clients unchanged.
+    A tenant-scoped entity's events carry the row's tenant (a deleted row's: `data` holds
+    it) as the `tenant` extension attribute, a string as CloudEvents requires.
     """
-    return orjson.dumps({
+    envelope = {
         "specversion": "1.0",
         "id": event_id,
         "source": source,
@@ -82,5 +87,8 @@ def cloud_event(event_id: str, data: dict, table: Table, source: str, pubsub: st
         "time": data["commit_time"],
         "topic": table.topic,
         "pubsubname": pubsub,
-        "data": data,
-    })
+    }
+    if table.tenant and data.get(table.tenant) is not None:
+        envelope["tenant"] = str(data[table.tenant])
+    envelope["data"] = data
+    return orjson.dumps(envelope)

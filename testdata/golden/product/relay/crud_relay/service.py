@@ -66,7 +66,7 @@ class Config:
             (t["schema"], t["table"]): Table(t["entity"], t["topic"], t["max_len"],
                                              t.get("retention_max_len", t["max_len"]),
                                              t.get("trimmed_key", t["topic"] + ".trimmed"),
-                                             t.get("wire", {}))
+                                             t.get("wire", {}), t.get("tenant", ""))
             for t in raw["tables"]
         }
         return cls(raw["slot"], raw["publication"], raw["pubsub"], raw["source"], tables,

@@ -26,7 +26,11 @@ def _number(text: str) -> float | int | str:
 
 
 def _timestamp(text: str) -> str:
-    """2026-11-24 08:45:03.1+00 -> 2026-11-24T08:45:03.1+00:00 (ISO 8601, like to_json)."""
+    """2026-11-24 08:45:03.1+00 -> 2026-11-24T08:45:03.1+00:00 (ISO 8601, like to_json).
+
+    A timestamptz is written in UTC whatever TimeZone the relay's session has, as the API
+    writes it (its roles pin TimeZone to UTC): another zone's offset, above all a historical
+    local mean time such as +05:21:10, is refused by json_format, protobuf-es and Go."""
     if text[-3:] == "+00" and text[10:11] == " ":  # UTC, the common case
         return text[:10] + "T" + text[11:] + ":00"
     if text in ("infinity", "-infinity"):
@@ -34,9 +38,22 @@ def _timestamp(text: str) -> str:
     iso = text.replace(" ", "T", 1)
     match = _TZ.search(iso)
     if match and "T" in iso and match.start() > iso.index("T"):
-        hours, minutes, seconds = match.group(1), match.group(2) or "00", match.group(3)
-        iso = iso[:match.start()] + f"{hours}:{minutes}" + (f":{seconds}" if seconds else "")
+        return _in_utc(iso[:match.start()], match.group(0))
     return iso
+
+
+def _in_utc(local: str, offset: str) -> str:
+    """A local date-time and its UTC offset (+05, -00:19:32) as the same instant in UTC; the
+    fraction is kept as written. Years Python cannot hold (past 9999) keep their offset."""
+    digits = offset[1:].replace(":", "").ljust(6, "0")
+    hours, minutes, seconds = digits[0:2], digits[2:4], digits[4:6]
+    size = timedelta(hours=int(hours), minutes=int(minutes), seconds=int(seconds))
+    whole, dot, fraction = local.partition(".")
+    try:
+        utc = datetime.fromisoformat(whole) - (size if offset[0] == "+" else -size)
+    except (ValueError, OverflowError):
+        return f"{local}{offset[0]}{hours}:{minutes}" + (f":{seconds}" if int(seconds) else "")
+    return utc.isoformat(timespec="seconds") + dot + fraction + "+00:00"
 
 
 def _json(text: str) -> object:
@@ -117,9 +134,27 @@ def _duration(text: str) -> str:
     return f"{sign}{whole}.{fraction:06d}s"
 
 
+def _date(text: str) -> dict[str, int]:
+    """A date in ISO output style (2026-02-03) -> the google.type.Date message's JSON, as
+    crud_meta.wire_date_out: the column's domain holds only years 1 to 9999."""
+    year, month, day = text.split("-")
+    return {"year": int(year), "month": int(month), "day": int(day)}
+
+
+def _time_of_day(text: str) -> dict[str, int]:
+    """A time (13:05:07.5) -> the google.type.TimeOfDay message's JSON, zero fields left
+    out, as crud_meta.wire_time_of_day_out."""
+    clock, _, fraction = text.partition(".")
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    nanos = int(fraction.ljust(9, "0")[:9]) if fraction else 0
+    values = {"hours": hours, "minutes": minutes, "seconds": seconds, "nanos": nanos}
+    return {name: value for name, value in values.items() if value}
+
+
 # Columns in a wire domain (relay.json names them: pgoutput only gives the domain's oid).
 WIRE: dict[str, Callable[[str], object]] = {
     "int64": _text, "decimal": _text, "bytes": _bytes, "duration": _duration,
+    "date": _date, "time_of_day": _time_of_day,
 }
 
 

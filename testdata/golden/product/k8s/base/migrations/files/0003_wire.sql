@@ -12,6 +12,14 @@
 --   duration         a proto Duration: seconds with 0, 3, 6 or 9 fractional digits and "s"
 --                    ("3.500s"), read also in PostgreSQL's interval syntax; microsecond
 --                    precision, like timestamps
+--   date             a google.type.Date message ({"year":2026,"month":2,"day":3}) over a
+--                    date: a whole date from 0001-01-01 to 9999-12-31; partial dates (a zero
+--                    year, month or day) are refused, a date column cannot hold them; read
+--                    also in PostgreSQL's ISO text ("2026-02-03", for filters and defaults)
+--   time_of_day      a google.type.TimeOfDay message ({"hours":13,"minutes":5,"nanos":500000000},
+--                    zero fields left out as bindings do) over a time: nanos keep
+--                    microseconds, like timestamps; "24:00:00" is {"hours":24}; read also
+--                    in PostgreSQL's text ("13:05:00.5")
 -- PostgreSQL itself ignores casts from a domain (it warns so); only PostgREST calls them.
 
 -- The element conversions, one pair per wire kind.
@@ -103,10 +111,150 @@ BEGIN
     RETURN to_json(sign || whole || '.' || lpad(fraction::bigint::text, 6, '0') || 's');
 END
 $$;
+-- google.type messages arrive as objects of int32 fields; a binding leaves zero fields out
+-- and may write an int32 as a JSON string. PostgreSQL's own text of the value is read too:
+-- a query-string filter (?due=eq.2026-02-03) and a default PostgREST fills in for
+-- Prefer: missing=default arrive that way; so does the message's JSON as text.
+CREATE OR REPLACE FUNCTION crud_meta.wire_message_in(p json, p_what text, p_fields text[])
+RETURNS json
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    v_key text;
+BEGIN
+    IF json_typeof(p) = 'string' AND left(ltrim(p #>> '{}'), 1) = '{' THEN
+        p := (p #>> '{}')::json;
+    END IF;
+    IF json_typeof(p) <> 'object' THEN
+        RETURN NULL;  -- not a message: the caller reads PostgreSQL's text form
+    END IF;
+    FOR v_key IN SELECT json_object_keys(p) LOOP
+        IF NOT v_key = ANY (p_fields) THEN
+            RAISE EXCEPTION 'invalid % value: % (unknown field "%")', p_what, p, v_key
+                  USING ERRCODE = '22P02',
+                        HINT = format('A %s has the fields %s.', p_what, array_to_string(p_fields, ', '));
+        END IF;
+    END LOOP;
+    RETURN p;
+END
+$$;
+CREATE OR REPLACE FUNCTION crud_meta.wire_message_int(p json, p_field text, p_what text)
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    v json := p -> p_field;
+BEGIN
+    IF v IS NULL OR json_typeof(v) = 'null' THEN
+        RETURN 0;  -- left out: the field's zero value
+    END IF;
+    IF json_typeof(v) NOT IN ('number', 'string') OR (v #>> '{}') !~ '^\s*-?[0-9]+(\.0*)?\s*$' THEN
+        RAISE EXCEPTION 'invalid % value: % (% must be an integer)', p_what, p, p_field
+              USING ERRCODE = '22P02';
+    END IF;
+    RETURN (v #>> '{}')::numeric::integer;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION crud_meta.wire_date_in(p json) RETURNS date
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    v json := crud_meta.wire_message_in(p, 'google.type.Date', '{year,month,day}');
+    v_year integer;
+    v_month integer;
+    v_day integer;
+BEGIN
+    IF v IS NULL THEN
+        IF json_typeof(p) <> 'string' THEN
+            RAISE EXCEPTION 'invalid google.type.Date value: %', p USING ERRCODE = '22P02',
+                  HINT = 'A date is {"year": 2026, "month": 2, "day": 3}.';
+        END IF;
+        RETURN (p #>> '{}')::date;
+    END IF;
+    v_year := crud_meta.wire_message_int(v, 'year', 'google.type.Date');
+    v_month := crud_meta.wire_message_int(v, 'month', 'google.type.Date');
+    v_day := crud_meta.wire_message_int(v, 'day', 'google.type.Date');
+    IF v_year = 0 OR v_month = 0 OR v_day = 0 THEN
+        RAISE EXCEPTION 'invalid google.type.Date value: % (a partial date cannot be stored)', p
+              USING ERRCODE = '22007',
+                    HINT = 'A google.type.Date column holds whole dates: year, month and day all set (no zero year, month or day).';
+    END IF;
+    IF v_year NOT BETWEEN 1 AND 9999 THEN
+        RAISE EXCEPTION 'invalid google.type.Date value: % (the year must be 1 to 9999)', p
+              USING ERRCODE = '22008';
+    END IF;
+    RETURN make_date(v_year, v_month, v_day);  -- refuses month 13 or February 30
+END
+$$;
+CREATE OR REPLACE FUNCTION crud_meta.wire_date_out(p date) RETURNS json
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT format('{"year":%s,"month":%s,"day":%s}', extract(year FROM p)::integer,
+                  extract(month FROM p)::integer, extract(day FROM p)::integer)::json
+$$;
+
+CREATE OR REPLACE FUNCTION crud_meta.wire_time_of_day_in(p json) RETURNS time
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    v json := crud_meta.wire_message_in(p, 'google.type.TimeOfDay', '{hours,minutes,seconds,nanos}');
+    v_hours integer;
+    v_minutes integer;
+    v_seconds integer;
+    v_nanos integer;
+BEGIN
+    IF v IS NULL THEN
+        IF json_typeof(p) <> 'string' THEN
+            RAISE EXCEPTION 'invalid google.type.TimeOfDay value: %', p USING ERRCODE = '22P02',
+                  HINT = 'A time of day is {"hours": 13, "minutes": 5, "seconds": 0, "nanos": 0}.';
+        END IF;
+        RETURN (p #>> '{}')::time;
+    END IF;
+    v_hours := crud_meta.wire_message_int(v, 'hours', 'google.type.TimeOfDay');
+    v_minutes := crud_meta.wire_message_int(v, 'minutes', 'google.type.TimeOfDay');
+    v_seconds := crud_meta.wire_message_int(v, 'seconds', 'google.type.TimeOfDay');
+    v_nanos := crud_meta.wire_message_int(v, 'nanos', 'google.type.TimeOfDay');
+    IF v_hours NOT BETWEEN 0 AND 24 OR v_minutes NOT BETWEEN 0 AND 59
+       OR v_seconds NOT BETWEEN 0 AND 59 OR v_nanos NOT BETWEEN 0 AND 999999999
+       OR (v_hours = 24 AND (v_minutes, v_seconds, v_nanos) <> (0, 0, 0)) THEN
+        RAISE EXCEPTION 'invalid google.type.TimeOfDay value: %', p USING ERRCODE = '22008',
+              HINT = 'hours 0 to 23 (or 24:00:00 exactly), minutes and seconds 0 to 59, nanos 0 to 999999999.';
+    END IF;
+    -- The text form rounds nanos to microseconds, as PostgreSQL rounds a timestamp.
+    RETURN format('%s:%s:%s.%s', v_hours, v_minutes, v_seconds, lpad(v_nanos::text, 9, '0'))::time;
+END
+$$;
+CREATE OR REPLACE FUNCTION crud_meta.wire_time_of_day_out(p time) RETURNS json
+LANGUAGE plpgsql IMMUTABLE STRICT AS $$
+DECLARE
+    v_micros bigint := round(extract(epoch FROM p) * 1000000);
+    v_fields text[] := '{}';
+BEGIN
+    -- Zero fields are left out, as a binding writes the message.
+    IF v_micros / 3600000000 <> 0 THEN
+        v_fields := v_fields || format('"hours":%s', v_micros / 3600000000);
+    END IF;
+    IF v_micros / 60000000 % 60 <> 0 THEN
+        v_fields := v_fields || format('"minutes":%s', v_micros / 60000000 % 60);
+    END IF;
+    IF v_micros / 1000000 % 60 <> 0 THEN
+        v_fields := v_fields || format('"seconds":%s', v_micros / 1000000 % 60);
+    END IF;
+    IF v_micros % 1000000 <> 0 THEN
+        v_fields := v_fields || format('"nanos":%s', v_micros % 1000000 * 1000);
+    END IF;
+    RETURN ('{' || array_to_string(v_fields, ',') || '}')::json;
+END
+$$;
 GRANT EXECUTE ON FUNCTION crud_meta.wire_int64_in(json), crud_meta.wire_int64_out(bigint),
     crud_meta.wire_decimal_in(json), crud_meta.wire_decimal_out(numeric),
     crud_meta.wire_bytes_in(json), crud_meta.wire_bytes_out(bytea),
-    crud_meta.wire_duration_in(json), crud_meta.wire_duration_out(interval) TO PUBLIC;
+    crud_meta.wire_duration_in(json), crud_meta.wire_duration_out(interval),
+    crud_meta.wire_message_in(json, text, text[]), crud_meta.wire_message_int(json, text, text),
+    crud_meta.wire_date_in(json), crud_meta.wire_date_out(date),
+    crud_meta.wire_time_of_day_in(json), crud_meta.wire_time_of_day_out(time) TO PUBLIC;
+-- Whether every interval fits google.protobuf.Duration (+-315,576,000,000 s); NULLs do.
+CREATE OR REPLACE FUNCTION crud_meta.wire_durations_fit(p interval[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(bool_and(abs(extract(epoch FROM e)) <= 315576000000), true) FROM unnest(p) AS a(e)
+$$;
+GRANT EXECUTE ON FUNCTION crud_meta.wire_durations_fit(interval[]) TO PUBLIC;
 
 -- decimal_text: numeric as decimal on the wire.
 DO $$

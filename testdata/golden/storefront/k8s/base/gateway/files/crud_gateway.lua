@@ -182,6 +182,7 @@ local TICK = "T"
 local TRIMMED_SUFFIX = ".trimmed"  -- crud-relay records trimmed ids there
 local SEEN_SECONDS = 2 * 86400  -- how long a published result is remembered, to drop repeats
 local USER_CLAIM = "sub"
+local TENANT_CLAIM = "tenant_id"
 -- The role claim's path in the token (role_claim): keys, and 1-based list positions.
 local ROLE_CLAIM_PATH = { "role" }
 
@@ -201,6 +202,12 @@ local RESERVED_ARGS = {
 }
 local HEARTBEAT_MS = tonumber(os.getenv("CRUD_SSE_HEARTBEAT_MS") or "") or 15000
 local BATCH, LINGER = 500, 0.025
+-- The reconnect delay each stream asks for is drawn per connection from this range (ms):
+-- after a restart or reload, clients come back spread over three seconds, not all at once.
+local RETRY_MIN_MS, RETRY_MAX_MS = 2000, 5000
+-- Each worker requires this module after the fork, so every worker draws its own sequence
+-- (seeded in the master, all workers would hand out the same "random" delays).
+math.randomseed(ngx.now() * 1000 + ngx.worker.pid())
 
 local hosts
 local function resolve(name)
@@ -1632,7 +1639,22 @@ local OPENAPI = [[
                 "schema": {
                   "type": "array",
                   "items": {
-                    "type": "object"
+                    "type": "object",
+                    "properties": {
+                      "sku": {
+                        "type": [
+                          "string",
+                          "null"
+                        ]
+                      },
+                      "stock": {
+                        "type": [
+                          "integer",
+                          "null"
+                        ],
+                        "format": "int32"
+                      }
+                    }
                   }
                 }
               }
@@ -1692,7 +1714,92 @@ local OPENAPI = [[
                 "schema": {
                   "type": "array",
                   "items": {
-                    "type": "object"
+                    "type": "object",
+                    "properties": {
+                      "id": {
+                        "type": [
+                          "string",
+                          "null"
+                        ],
+                        "format": "uuid"
+                      },
+                      "sku": {
+                        "type": [
+                          "string",
+                          "null"
+                        ]
+                      },
+                      "name": {
+                        "type": [
+                          "string",
+                          "null"
+                        ]
+                      },
+                      "price": {
+                        "type": [
+                          "string",
+                          "null"
+                        ],
+                        "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+                      },
+                      "cost": {
+                        "type": [
+                          "string",
+                          "null"
+                        ],
+                        "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+                      },
+                      "category": {
+                        "type": [
+                          "string",
+                          "null"
+                        ]
+                      },
+                      "attributes": {},
+                      "tags": {
+                        "type": [
+                          "array",
+                          "null"
+                        ],
+                        "items": {
+                          "type": "string"
+                        }
+                      },
+                      "stock": {
+                        "type": [
+                          "integer",
+                          "null"
+                        ],
+                        "format": "int32"
+                      },
+                      "active": {
+                        "type": [
+                          "boolean",
+                          "null"
+                        ]
+                      },
+                      "created_at": {
+                        "type": [
+                          "string",
+                          "null"
+                        ],
+                        "format": "date-time"
+                      },
+                      "updated_at": {
+                        "type": [
+                          "string",
+                          "null"
+                        ],
+                        "format": "date-time"
+                      },
+                      "order_count": {
+                        "type": [
+                          "integer",
+                          "null"
+                        ],
+                        "format": "int64"
+                      }
+                    }
                   }
                 }
               }
@@ -2703,6 +2810,263 @@ function _M.openapi()
     ngx.print(OPENAPI)
 end
 
+-- The API reference page at <base>/docs: our HTML per base path and its start script
+-- (Swagger UI's own files are served from docs/ by nginx), and the generated README.md the
+-- page links to. The page may load and call nothing but this origin.
+local DOCS_PAGES = {
+    ["/api/v1"] = [[
+<!DOCTYPE html>
+<!-- Generated by protoc-gen-crud. Do not edit: change the .proto or textproto and regenerate. -->
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>shop API reference</title>
+<link rel="stylesheet" href="/api/v1/docs/assets/swagger-ui.css">
+<link rel="icon" type="image/png" href="/api/v1/docs/assets/favicon-32x32.png">
+</head>
+<body>
+<div class="swagger-ui">
+  <div class="wrapper">
+    <p>
+      <a class="link" id="crud-readme" href="/api/v1/docs/README.md">README: this backend's entities, roles, streams and tables</a>
+      &middot; <a class="link" href="/api/v1/openapi.json">openapi.json</a>
+    </p>
+    <p id="crud-docs-missing">Loading the reference&hellip; If this stays, Swagger UI's files are
+      missing from the gateway's <code>docs/</code> folder (<code>npm ci</code> of
+      <code>docs/package.json</code>).</p>
+  </div>
+</div>
+<div id="swagger-ui" data-openapi-url="/api/v1/openapi.json"></div>
+<script src="/api/v1/docs/assets/swagger-ui-bundle.js"></script>
+<script src="/api/v1/docs/init.js"></script>
+</body>
+</html>
+]],
+}
+local DOCS_INIT = [[
+// Generated by protoc-gen-crud. Do not edit: change the .proto or textproto and regenerate.
+// Starts Swagger UI on the OpenAPI document the gateway serves next to this page. Kept out
+// of the HTML so the page's Content-Security-Policy can forbid inline scripts.
+(function () {
+  "use strict";
+  var root = document.getElementById("swagger-ui");
+  if (typeof window.SwaggerUIBundle !== "function") {
+    return; // the assets are missing: the page keeps saying so
+  }
+  document.getElementById("crud-docs-missing").remove();
+  window.ui = window.SwaggerUIBundle({
+    url: root.dataset.openapiUrl,
+    domNode: root,
+    deepLinking: true,
+    // No online validator badge (Swagger UI's default would send the document out to one).
+    validatorUrl: null,
+    presets: [window.SwaggerUIBundle.presets.apis],
+    layout: "BaseLayout",
+  });
+})();
+]]
+local README = [[
+<!-- Generated by protoc-gen-crud. Do not edit: change the .proto or textproto and regenerate. -->
+# shop
+
+A CRUD backend generated by protoc-gen-crud: PostgreSQL (schema `shop`)
+with PostgREST behind an OpenResty gateway, change streams through Redis as Server-Sent Events
+and Dapr pub/sub, and Arroyo pipelines for the aggregation rules.
+Every file here is generated; change the `.proto` (or textproto) and regenerate.
+
+## Start it
+
+```bash
+cp .env.example .env        # then fill in: POSTGRES_PASSWORD, PGRST_AUTHENTICATOR_PASSWORD, PGRST_JWT_SECRET, CRUD_RELAY_PASSWORD, REDIS_PASSWORD, CRUD_PIPELINE_TOKEN, GRAFANA_ADMIN_PASSWORD
+docker compose up --watch   # development: compose.override.yml, regenerated files applied live
+```
+
+- Production: `docker compose -f compose.yml up` (without the development override).
+- Metrics, dashboards and logs: add `--profile observability` (Grafana on port 3000,
+  Prometheus on 9090).
+- Without Docker, from a protoc-gen-crud checkout: `make dev CONFIG=<your .proto or
+  textproto>` runs PostgreSQL, Redis, the relay and the gateway on the machine (network
+  namespace `crud-dev`) and re-applies every edit.
+- Kubernetes: `kubectl apply -k k8s/overlays/prod` after the steps in `k8s/README.md`.
+
+Once it runs, the gateway is the only published port (http://localhost):
+
+- `http://localhost/api/v1/docs`: the API reference page (Swagger UI), with this file
+  at `/api/v1/docs/README.md`
+- `http://localhost/api/v1/openapi.json`: the OpenAPI 3.1 document (also `/api/v1/`)
+- `http://localhost/health`: the gateway's health
+
+Requests carry `Authorization: Bearer <token>` (HS256 signed with PGRST_JWT_SECRET).
+The token's `role` claim names the role; without it, a token with a
+`sub` claim runs as `authenticated`, and no
+token as `anon`.
+
+## Entities
+
+| entity | table | route | streamed |
+|---|---|---|---|
+| Customers | `customer` | `/api/v1/customers` | yes |
+| Products | `product` | `/api/v1/products` | yes |
+| Order items | `order_items` | `/api/v1/order-items` | yes |
+
+### Customers (`customer`)
+
+Shop customers; each sees only their own record
+
+| method | path | roles | what |
+|---|---|---|---|
+| GET | `/api/v1/customers` | authenticated | list, filter, order, page |
+| POST | `/api/v1/customers` | authenticated | create one row or a list |
+| PATCH | `/api/v1/customers` | authenticated | update the rows the filters select |
+| DELETE | `/api/v1/customers` | authenticated | delete the rows the filters select |
+| GET | `/api/v1/customers/{id}` | authenticated | one row (404 when there is none) |
+| PATCH | `/api/v1/customers/{id}` | authenticated | change fields of one row |
+| PUT | `/api/v1/customers/{id}` | authenticated | create or replace one row |
+| DELETE | `/api/v1/customers/{id}` | authenticated | delete one row |
+| GET | `/stream/sse/customer` | authenticated | its changes as Server-Sent Events |
+
+Row-level security: a caller sees and changes only rows whose `user_id` equals the token's user claim; admin may see and change all.
+
+### Products (`product`)
+
+The catalog; anyone may read it, only admins change it
+
+| method | path | roles | what |
+|---|---|---|---|
+| GET | `/api/v1/products` | anon, authenticated, admin | list, filter, order, page |
+| POST | `/api/v1/products` | admin | create one row or a list |
+| PATCH | `/api/v1/products` | admin | update the rows the filters select |
+| DELETE | `/api/v1/products` | admin | delete the rows the filters select |
+| GET | `/api/v1/products/{id}` | anon, authenticated, admin | one row (404 when there is none) |
+| PATCH | `/api/v1/products/{id}` | admin | change fields of one row |
+| PUT | `/api/v1/products/{id}` | admin | create or replace one row |
+| DELETE | `/api/v1/products/{id}` | admin | delete one row |
+| GET | `/stream/sse/product` | anon, authenticated, admin | its changes as Server-Sent Events |
+
+Every row is visible to each role that may read.
+
+### Order items (`order_items`)
+
+One product line of a customer's order
+
+| method | path | roles | what |
+|---|---|---|---|
+| GET | `/api/v1/order-items` | authenticated, admin | list, filter, order, page |
+| POST | `/api/v1/order-items` | authenticated | create one row or a list |
+| PATCH | `/api/v1/order-items` | admin | update the rows the filters select |
+| DELETE | `/api/v1/order-items` | admin | delete the rows the filters select |
+| GET | `/api/v1/order-items/{id}` | authenticated, admin | one row (404 when there is none) |
+| PATCH | `/api/v1/order-items/{id}` | admin | change fields of one row |
+| PUT | `/api/v1/order-items/{id}` | authenticated to create, admin to replace | create or replace one row |
+| DELETE | `/api/v1/order-items/{id}` | admin | delete one row |
+| GET | `/stream/sse/order_items` | authenticated, admin | its changes as Server-Sent Events |
+
+Every row is visible to each role that may read.
+
+## Custom endpoints
+
+| method | path | roles | arguments | what |
+|---|---|---|---|---|
+| POST | `/api/v1/products/restock` | admin | `sku` text, `amount` integer | Add stock to a product |
+| GET | `/api/v1/products/trending` | anon, authenticated | none | Get trending products based on recent activity |
+
+GET endpoints take their arguments as query parameters, POST endpoints as a JSON object.
+
+## Streams
+
+Each committed change of a streamed entity is appended to its Redis stream and served as
+Server-Sent Events (`Last-Event-ID` resumes without a gap); Dapr apps subscribe to the same
+stream through the `crud-pubsub` component.
+
+| entity | SSE | Redis stream / Dapr topic | Dapr subscribers |
+|---|---|---|---|
+| `customer` | `/stream/sse/customer` | `crud.customer` | none |
+| `product` | `/stream/sse/product` | `crud.product` | `inventory` (/events/product), `search-indexer` (/product-changed) |
+| `order_items` | `/stream/sse/order_items` | `crud.order_items` | none |
+
+Aggregation rules (Arroyo pipelines in `arroyo-queries/`):
+
+| rule | entity | window | function | grouped by | outputs |
+|---|---|---|---|---|---|
+| `revenue_tracking` | `product` | tumbling 5 minutes | sum(price) | - | table `revenue_metrics`, webhook http://analytics:8080/revenue, SSE `/stream/revenue` |
+| `order_metrics` | `order_items` | tumbling 1 hour | custom | - | SSE `/stream/order_metrics` |
+
+## Tables
+
+Columns in table order with their PostgreSQL types (the full type in quotes where the
+diagram shortens it); lines are foreign keys, labelled with the referencing column.
+
+```mermaid
+erDiagram
+    customer {
+        uuid id PK
+        text email UK
+        text name
+        text tier
+        text user_id
+        timestamptz created_at "timestamp with time zone"
+        timestamptz updated_at "timestamp with time zone"
+    }
+    product {
+        uuid id PK
+        text sku UK
+        text name
+        numeric price "numeric(10,2)"
+        numeric cost "numeric(10,2)"
+        text category "nullable"
+        jsonb attributes "nullable"
+        text[] tags
+        integer stock
+        boolean active
+        timestamptz created_at "timestamp with time zone"
+        timestamptz updated_at "timestamp with time zone"
+    }
+    order_items {
+        bigint id PK
+        uuid product_id FK
+        uuid customer_id FK "nullable"
+        integer quantity
+        numeric price "numeric(10,2)"
+        timestamptz shipped_at "timestamp with time zone, nullable"
+        timestamptz created_at "timestamp with time zone"
+        timestamptz updated_at "timestamp with time zone"
+    }
+    revenue_metrics {
+        timestamptz window_start PK "timestamp with time zone"
+        timestamptz window_end PK "timestamp with time zone"
+        numeric value "nullable"
+        timestamptz updated_at "timestamp with time zone"
+    }
+    customer |o..o{ order_items : "customer_id"
+    product ||..o{ order_items : "product_id"
+```
+]]
+local DOCS_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+function _M.docs(base)
+    local h = ngx.header
+    h["Content-Type"] = "text/html; charset=utf-8"
+    h["Content-Security-Policy"] = DOCS_CSP
+    h["X-Content-Type-Options"] = "nosniff"
+    h["Referrer-Policy"] = "no-referrer"
+    ngx.print(DOCS_PAGES[base])
+end
+
+function _M.docs_init()
+    ngx.header["Content-Type"] = "text/javascript; charset=utf-8"
+    ngx.header["X-Content-Type-Options"] = "nosniff"
+    ngx.print(DOCS_INIT)
+end
+
+-- Markdown shown as text: a browser displays text/plain where it would download
+-- text/markdown.
+function _M.readme()
+    ngx.header["Content-Type"] = "text/plain; charset=utf-8"
+    ngx.header["X-Content-Type-Options"] = "nosniff"
+    ngx.print(README)
+end
+
 -- Each entity table's columns: the keys a JSON body may have.
 local COLUMNS = {
     ["customer"] = { ["id"] = true, ["email"] = true, ["name"] = true, ["tier"] = true, ["user_id"] = true, ["created_at"] = true, ["updated_at"] = true },
@@ -2861,8 +3225,11 @@ local function filters_of(args)
     return actions, fields
 end
 
-local function visible(data, actions, fields, owner, user)
+local function visible(data, actions, fields, owner, user, tenant, tenant_id)
     if actions and not actions[data.action] then
+        return false
+    end
+    if tenant and tostring(data[tenant]) ~= tenant_id then
         return false
     end
     for key, wanted in pairs(fields) do
@@ -2897,9 +3264,27 @@ end
 -- through: 401 (missing, invalid or expired token, or a missing audience) and 403 with their
 -- WWW-Authenticate challenge. Any other 4xx is a refusal as well (403): e.g. 400 when the role
 -- claim names a role that does not exist. Only 5xx (PostgREST or the database down) is 503.
+-- A transient failure on a stream route (Redis or PostgREST unavailable, the rate limit) is
+-- a 200 event stream that only says when to come back, then ends: a browser's EventSource
+-- treats any other status as final (HTML, 9.2.3 "fail the connection") and the page would
+-- stay dead, while an ended 200 stream is retried after `retry:`, keeping Last-Event-ID. The
+-- delay is jittered so that clients turned away together do not return together.
+local function retry_later(reason, label)
+    ngx.log(ngx.WARN, "sse: ", label or "stream", ": ", reason, "; client told to retry")
+    ngx.status = 200
+    ngx.header["Content-Type"] = "text/event-stream"
+    ngx.header["Cache-Control"] = "no-cache"
+    ngx.print("retry: ", math.random(RETRY_MIN_MS, RETRY_MAX_MS), "\n: ", reason, "\n\n")
+    return ngx.exit(200)
+end
+
+function _M.stream_rate_limited()
+    return retry_later("rate limited")
+end
+
 local function refuse(check, label)
     if check.status >= 500 or check.status < 400 then
-        return fail(503, "unavailable", "The stream is not available right now")
+        return retry_later("unavailable", label)
     end
     for name, value in pairs(check.header or {}) do
         if type(name) == "string" and name:lower() == "www-authenticate" then
@@ -2914,7 +3299,7 @@ end
 
 -- Sends the Redis stream `topic` as Server-Sent Events after checking that the caller may
 -- read `table` (as PostgREST decides). `label` names the stream in metrics.
-local function serve(label, topic, table, owner_column, shared_read, admins, columns)
+local function serve(label, topic, table, owner_column, shared_read, admins, columns, tenancy)
     -- A page on an origin CORS does not allow could not read the stream anyway: refused
     -- before the permission check and before a Redis connection is held for it.
     local origin = ngx.var.http_origin
@@ -2948,8 +3333,23 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
             owner, user = owner_column, claims[USER_CLAIM]
         end
     end
+    -- A tenant-scoped entity: every role but the platform roles sees only its tenant's
+    -- events, as row-level security lets it see only its tenant's rows. The tenant is read
+    -- from the token once per subscriber, and compared in memory per event.
+    local tenant, tenant_id = nil, nil
+    if tenancy then
+        local claims = claims_of(ngx.var.http_authorization)
+        if not tenancy.platform[role_of(claims) or ""] then
+            local claimed = claims[TENANT_CLAIM]
+            if claimed == nil or claimed == cjson.null or type(claimed) == "table" then
+                return fail(403, "forbidden", "The token names no tenant (claim "
+                    .. TENANT_CLAIM .. "): " .. label .. " is per tenant")
+            end
+            tenant, tenant_id = tenancy.column, tostring(claimed)
+        end
+    end
     local actions, fields = filters_of(args)
-    local filtered = actions ~= nil or next(fields) ~= nil or owner ~= nil
+    local filtered = actions ~= nil or next(fields) ~= nil or owner ~= nil or tenant ~= nil
     -- Clock ticks let an event-time consumer (Arroyo) close windows when no change comes.
     local tick = args.ticks == "1" and ('{"table_name":' .. cjson.encode(table)
         .. ',"action":"' .. TICK .. '","commit_time":"')
@@ -2957,7 +3357,7 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
     local red, err = connect()
     if not red then
         ngx.log(ngx.ERR, "sse: redis: ", err)
-        return fail(503, "unavailable", "The stream is not available right now")
+        return retry_later("unavailable", label)
     end
     -- `check_gap`: whether the next read must look for trimmed entries. The relay trims and
     -- records the newest trimmed id in one transaction, so the record is read after the
@@ -2966,14 +3366,24 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
     local last, check_gap
     last, err, check_gap = starting_point(red, topic, args)
     if not last then
-        return fail(503, "unavailable", "The stream is not available right now")
+        return retry_later("unavailable", label)
     end
 
     ngx.header["Content-Type"] = "text/event-stream"
     ngx.header["Cache-Control"] = "no-cache"
     ngx.header["X-Accel-Buffering"] = "no"
     ngx.status = 200
-    ngx.print("retry: 3000\n\n")
+    -- The client's position from the first byte: a block with an `id` and no `data` sets an
+    -- EventSource's last event id without dispatching an event (HTML, 9.2.6 "dispatch the
+    -- event": the id is taken before an empty data buffer ends the block), so a client that
+    -- is cut off before its first event reconnects with Last-Event-ID at this point instead
+    -- of at "now", and no change made meanwhile is skipped. It is the point reading starts
+    -- after: the resumed id, 0-0 (history=all), the event before the oldest one wanted
+    -- (history=N) or the newest event. Arroyo's source (v0.12.1) reads it through
+    -- eventsource-client 0.12.2, which drops a block without data (src/event_parser.rs:47-49,
+    -- so nothing reaches Arroyo's JSON decoding) but keeps its id as the one later id-less
+    -- events carry (event_parser.rs:210-233), so its clock ticks (?ticks=1) report it.
+    ngx.print("retry: ", math.random(RETRY_MIN_MS, RETRY_MAX_MS), "\nid: ", last, "\n\n")
     ngx.flush(true)
 
     local aborted, counted = false, true
@@ -3031,7 +3441,8 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
                         if not body then
                             local event = cjson.decode(raw)
                             local data = event and event.data
-                            if data and visible(data, actions, fields, owner, user) then
+                            if data and visible(data, actions, fields, owner, user, tenant,
+                                                tenant_id) then
                                 body = data_json(raw) or cjson.encode(data)
                             end
                         end
@@ -3054,6 +3465,13 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
                 metrics:incr("sse_events\t" .. label, events, 0)
             end
         end
+        -- On reload or shutdown the stream ends cleanly here (after at most one XREAD BLOCK,
+        -- i.e. one heartbeat interval, unless nginx's worker_shutdown_timeout closes it
+        -- first): the client reconnects, to a new worker, with the id of the last event it
+        -- got, so nothing is lost or repeated and the new configuration applies to it.
+        if ngx.worker.exiting() then
+            break
+        end
         if reply ~= ngx.null and #reply[1][2] < BATCH then
             -- A short pause lets the next read collect several events: far fewer Redis
             -- round trips per subscriber under load, for at most LINGER of extra latency.
@@ -3070,7 +3488,7 @@ function _M.sse(entity)
         return fail(404, "not_found", "No such stream")
     end
     return serve(entity, stream.topic, entity, stream.owner, stream.shared_read, stream.admins,
-                 COLUMNS[entity])
+                 COLUMNS[entity], stream.tenancy)
 end
 
 -- /stream/<channel>: aggregation results, readable by the readers of the rule's entity.
@@ -3079,7 +3497,8 @@ function _M.channel(name)
     if not channel then
         return fail(404, "not_found", "No such stream")
     end
-    return serve("channel:" .. name, channel.topic, channel.entity, nil, true, {})
+    return serve("channel:" .. name, channel.topic, channel.entity, nil, true, {}, nil,
+                 channel.tenancy)
 end
 
 local function hex(bytes)
