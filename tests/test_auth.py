@@ -693,7 +693,11 @@ def test_the_stream_probe_passes_postgrests_verdict_through(gateway, test_host, 
     assert call(test_host, "GET", path, {"Authorization": "Bearer forbidden"}).status == 403
     ghost = call(test_host, "GET", path, {"Authorization": "Bearer ghost-role"})
     assert ghost.status == 403 and ghost.json()["code"] == "forbidden"
-    assert call(test_host, "GET", path, {"Authorization": "Bearer db-down"}).status == 503
+    # PostgREST unavailable is transient: a stream that only says when to retry (a 503 would
+    # end a browser's EventSource for good; tests/test_gateway.py checks the stream itself).
+    down = call(test_host, "GET", path, {"Authorization": "Bearer db-down"})
+    assert down.status == 200 and down.headers["content-type"] == "text/event-stream"
+    assert down.body.decode().startswith("retry: ") and "data:" not in down.body.decode()
 
 
 # ------------------------------------------------------------------ the OAuth2 compose files
