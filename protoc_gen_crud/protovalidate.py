@@ -660,7 +660,7 @@ class Applier:
                     continue
                 try:
                     self.typed(kind, desc.name, value, typed, column, col, slot, predicates,
-                               name, out)
+                               name, user)
                 except Untranslatable as exc:
                     fail(name, str(exc))
         if ignore_zero and predicates and not column.array:
@@ -672,7 +672,7 @@ class Applier:
 
     def typed(self, kind: str, rule: str, value: Any, typed: Message, column: Column, col: str,
               slot: Callable[..., None], predicates: list[str], name: str,
-              out: pb.Field) -> None:
+              user: pb.Constraints) -> None:
         """One rule of the field's type-specific rules."""
         is_float = kind in _FLOAT_RULES
         if kind in _INTEGER_RULES or is_float:
@@ -718,12 +718,12 @@ class Applier:
             if rule == "pattern":
                 translated = translate_regex(value)
                 predicate = f"{col} ~ {literal(translated)}"
-                if out.constraints.pattern in (value, translated) or _python_compiles(
-                        translated):
-                    # Written in both dialects alike: the crud.v1 pattern slot says it.
-                    slot(name, "pattern", out.constraints.pattern or translated, predicate)
+                if user.pattern:  # agrees when the user wrote it in either dialect
+                    slot(name, "pattern", user.pattern if user.pattern in (
+                        value, translated) else translated, predicate)
+                elif _python_compiles(translated):
+                    slot(name, "pattern", translated, predicate)
                 else:  # the slot is checked as a Python regex; ARE-only escapes are not one
-                    slot(name, "pattern", out.constraints.pattern, predicate)
                     predicates.append(predicate)
                 return
             if rule == "const":
