@@ -561,6 +561,10 @@ class Applier:
                 self.error(where, f"{label}: (buf.validate.message) rule {name!r}: {exc} is not "
                            f"translated to a database constraint; {_HINT}")
                 continue
+            if not self.entity.fields:
+                self.error(where, f"{label}: (buf.validate.message) rule {name!r} needs a "
+                           "field to carry its check; the message has none")
+                continue
             # A rule over the row goes into the check of the first field it names.
             named = [j for j, f in enumerate(self.message.proto.field)
                      if ident(self.columns[f.name].name) in sql]
