@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ import pytest
 
 from protoc_gen_crud import builder, textproto
 from protoc_gen_crud.devloop import protoc_command
-from protoc_gen_crud.devstack import NetNamespace
+from protoc_gen_crud.devstack import Gateway, NetNamespace
 from protoc_gen_crud.generate import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +111,31 @@ def write_tree(files: dict[str, str], folder: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     return folder
+
+
+@contextlib.contextmanager
+def serving_gateway(netns: NetNamespace, openresty_dir: Path, docs: Path | None = None,
+                    env: dict[str, str] | None = None):
+    """The generated gateway on real nginx in the namespace, listening on port 80 until the
+    block ends (and its port free again after it, for the next test's gateway)."""
+    running = Gateway(netns, openresty_dir, docs=docs).start(env)
+    try:
+        wait_port(netns, 80)
+        yield running
+    finally:
+        running.stop()
+        wait_port(netns, 80, up=False)
+
+
+def chromium_argv(profile: Path, *extra: str) -> list[str]:
+    """Headless Chromium with its own profile and none of its background traffic (which would
+    fail in the namespace and muddy the page's network log)."""
+    binary = shutil.which("chromium")
+    if binary is None:
+        pytest.fail("chromium is not installed: run scripts/setup.sh --system")
+    return [binary, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+            "--no-first-run", "--disable-sync", "--disable-background-networking",
+            "--disable-component-update", "--enable-logging=stderr", "--v=0", *extra]
 
 
 def wait_port(netns: NetNamespace, port: int, up: bool = True, timeout: float = 15) -> None:

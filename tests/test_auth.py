@@ -46,9 +46,8 @@ from cryptography.x509.oid import NameOID
 from psycopg import errors
 
 from protoc_gen_crud import builder, textproto
-from protoc_gen_crud.devstack import Gateway
 
-from .support import ROOT, call, from_textproto, model_of, wait_port, write_tree
+from .support import ROOT, call, from_textproto, model_of, serving_gateway, write_tree
 from .test_postgrest_config import parse as parse_postgrest_conf
 
 SCRIPT = ROOT / "templates" / "static" / "jwks_fetch.py"
@@ -672,13 +671,8 @@ def test_service_tokens_verify_under_oauth2(served, notes_db, tmp_path):
 def gateway(test_host, recording, tmp_path_factory):
     out = write_tree(from_textproto(ROOT / "testdata" / "examples" / "product" /
                                     "product.textproto"), tmp_path_factory.mktemp("gw"))
-    running = Gateway(test_host, out / "openresty").start()
-    try:
-        wait_port(test_host, 80)
+    with serving_gateway(test_host, out / "openresty"):
         yield model_of("product")
-    finally:
-        running.stop()
-        wait_port(test_host, 80, up=False)
 
 
 def test_the_stream_probe_passes_postgrests_verdict_through(gateway, test_host, recording):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -19,10 +18,19 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from protoc_gen_crud.devstack import Gateway, docs_assets
+from protoc_gen_crud.devstack import docs_assets
 from protoc_gen_crud.targets import compose, openresty, readme
 
-from .support import EXAMPLES, EXAMPLES_DIR, call, from_textproto, model_of, wait_port, write_tree
+from .support import (
+    EXAMPLES,
+    EXAMPLES_DIR,
+    call,
+    chromium_argv,
+    from_textproto,
+    model_of,
+    serving_gateway,
+    write_tree,
+)
 
 ORIGIN = "http://proxy"  # the gateway's name in the namespace's hosts file, port 80
 # What a person would see the page do, in the browser's terms; NetLog's key of requests that
@@ -33,14 +41,8 @@ BROWSER_OWN = "null null"
 def chromium(netns, profile: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     """Headless Chromium inside the namespace; it waits (in virtual time) until the page's
     network is idle, so the DOM it dumps is the one Swagger UI rendered."""
-    binary = shutil.which("chromium")
-    if binary is None:
-        pytest.fail("chromium is not installed: run scripts/setup.sh --system")
-    return netns.run(binary, "--headless", "--no-sandbox", "--disable-gpu",
-                     f"--user-data-dir={profile}", "--no-first-run", "--disable-sync",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--enable-logging=stderr", "--v=0", "--virtual-time-budget=20000",
-                     *extra, url, timeout=180)
+    return netns.run(*chromium_argv(profile, "--virtual-time-budget=20000", *extra, url),
+                     timeout=180)
 
 
 class Operations(HTMLParser):
@@ -132,9 +134,7 @@ def loaded(request, test_host, tmp_path_factory):
                      folder / "out")
     backend = model_of(name)
     base = sorted({e.base_path for e in backend.entities})[0]
-    gateway = Gateway(test_host, out / "openresty", docs=assets).start()
-    try:
-        wait_port(test_host, 80)
+    with serving_gateway(test_host, out / "openresty", docs=assets) as gateway:
         netlog = folder / "netlog.json"
         # The picture is for people (CRUD_SCREENSHOT_DIR keeps it; else pytest's tmp folder).
         shots = Path(os.environ.get("CRUD_SCREENSHOT_DIR") or folder)
@@ -152,9 +152,6 @@ def loaded(request, test_host, tmp_path_factory):
                   if line.startswith("{")]
         yield Loaded(name, backend, base, done.stdout, console, page_requests(netlog), access,
                      shot)
-    finally:
-        gateway.stop()
-        wait_port(test_host, 80, up=False)
 
 
 def test_the_page_shows_every_route_of_the_backend(loaded):

@@ -19,7 +19,15 @@ import pytest
 
 from protoc_gen_crud.devstack import Gateway
 
-from .support import EXAMPLES, EXAMPLES_DIR, call, from_textproto, model_of, wait_port, write_tree
+from .support import (
+    EXAMPLES,
+    EXAMPLES_DIR,
+    call,
+    from_textproto,
+    model_of,
+    serving_gateway,
+    write_tree,
+)
 
 SINGULAR = "application/vnd.pgrst.object+json"
 
@@ -45,13 +53,8 @@ def gateway(request, netns, recording, tmp_path_factory):
     name = request.param
     out = write_tree(from_textproto(EXAMPLES_DIR / name / f"{name}.textproto"),
                      tmp_path_factory.mktemp(name))
-    running = Gateway(netns, out / "openresty").start()
-    try:
-        wait_port(netns, 80)
+    with serving_gateway(netns, out / "openresty") as running:
         yield model_of(name), running
-    finally:
-        running.stop()
-        wait_port(netns, 80, up=False)
 
 
 def test_collection_requests_pass_through(gateway, netns, recording):

@@ -32,10 +32,9 @@ import betterproto2
 import httpx
 import pytest
 
-from protoc_gen_crud.devstack import Gateway
 from protoc_gen_crud.model import Backend, Column, Entity
 
-from .support import EXAMPLES, EXAMPLES_DIR, from_text, from_textproto, model_of, wait_port
+from .support import EXAMPLES, EXAMPLES_DIR, from_text, from_textproto, model_of, serving_gateway
 
 SINGULAR = "application/vnd.pgrst.object+json"
 UTC = datetime.UTC
@@ -160,13 +159,8 @@ def through_gateway(request, test_host, recording, tmp_path_factory):
     files = from_textproto(EXAMPLES_DIR / name / f"{name}.textproto",
                            ["openresty", "python_client"])
     package, site = install(files, folder)
-    gateway = Gateway(test_host, folder / "generated" / "openresty").start()
-    try:
-        wait_port(test_host, 80)
+    with serving_gateway(test_host, folder / "generated" / "openresty"):
         yield model_of(name), load(package, site)
-    finally:
-        gateway.stop()
-        wait_port(test_host, 80, up=False)
 
 
 class Expect:

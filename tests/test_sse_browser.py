@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import EXAMPLES_DIR, from_textproto, wait_port
+from .support import EXAMPLES_DIR, chromium_argv, from_textproto, wait_port
 from .test_realtime import ADMIN, INSERTS, published, token
 
 PAGE_ORIGIN = "http://localhost:8000"
@@ -43,16 +42,10 @@ class Browser:
     """Chromium showing one page, kept running; its console lines come from its log."""
 
     def __init__(self, netns, folder: Path, url: str):
-        binary = shutil.which("chromium")
-        if binary is None:
-            pytest.fail("chromium is not installed: run scripts/setup.sh --system")
         self.log = folder / "chromium.log"
         with self.log.open("wb") as out:
-            self.process = netns.popen(
-                binary, "--headless", "--no-sandbox", "--disable-gpu",
-                f"--user-data-dir={folder / 'profile'}", "--no-first-run", "--disable-sync",
-                "--disable-background-networking", "--disable-component-update",
-                "--enable-logging=stderr", "--v=0", url, stdout=out, stderr=subprocess.STDOUT)
+            self.process = netns.popen(*chromium_argv(folder / "profile", url), stdout=out,
+                                       stderr=subprocess.STDOUT)
 
     def console(self) -> list[tuple[str, str]]:
         text = self.log.read_text(errors="replace")

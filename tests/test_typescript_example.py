@@ -28,9 +28,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 
-from protoc_gen_crud.devstack import Gateway
-
-from .support import EXAMPLES_DIR, ROOT, Recording, from_textproto, wait_port, write_tree
+from .support import EXAMPLES_DIR, ROOT, Recording, from_textproto, serving_gateway, write_tree
 
 NODE_MODULES = ROOT / "tests" / "node" / "node_modules"
 TSC = NODE_MODULES / "typescript" / "bin" / "tsc"
@@ -225,14 +223,9 @@ def check(seen: list[dict], order_body: dict) -> None:
 
 @pytest.fixture(scope="module")
 def gateway(compiled, test_host, recording, redis_server):
-    running = Gateway(test_host, compiled / "generated" / "openresty").start(
-        {"REDIS_PASSWORD": redis_server.password})
-    try:
-        wait_port(test_host, 80)
+    with serving_gateway(test_host, compiled / "generated" / "openresty",
+                         env={"REDIS_PASSWORD": redis_server.password}) as running:
         yield running
-    finally:
-        running.stop()
-        wait_port(test_host, 80, up=False)
 
 
 def test_the_example_runs_through_the_gateway(compiled, gateway, test_host, redis_server,
