@@ -511,6 +511,16 @@ class Rules:
         return options.Extensions[self.message_ext]
 
 
+# String rules that are one SQL test of the column against the rule's text.
+_STRING_TESTS = {
+    "const": "{col} = {text}",
+    "prefix": "starts_with({col}, {text})",
+    "suffix": "right({col}, {length}) = {text}",
+    "contains": "strpos({col}, {text}) > 0",
+    "not_contains": "strpos({col}, {text}) = 0",
+}
+
+
 class Applier:
     """Folds one entity's buf.validate rules into its `crud.v1.Field`s."""
 
@@ -730,20 +740,9 @@ class Applier:
                 else:  # the slot is checked as a Python regex; ARE-only escapes are not one
                     predicates.append(predicate)
                 return
-            if rule == "const":
-                predicates.append(f"{col} = {literal(value)}")
-                return
-            if rule == "prefix":
-                predicates.append(f"starts_with({col}, {literal(value)})")
-                return
-            if rule == "suffix":
-                predicates.append(f"right({col}, {len(value)}) = {literal(value)}")
-                return
-            if rule == "contains":
-                predicates.append(f"strpos({col}, {literal(value)}) > 0")
-                return
-            if rule == "not_contains":
-                predicates.append(f"strpos({col}, {literal(value)}) = 0")
+            if rule in _STRING_TESTS:
+                predicates.append(_STRING_TESTS[rule].format(col=col, text=literal(value),
+                                                             length=len(value)))
                 return
             if rule in ("in", "not_in"):
                 items = ", ".join(literal(v) for v in value)
