@@ -139,6 +139,22 @@ def py_str(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def py_literal(value: object) -> str:
+    """A Python literal of None, a bool, an int, a str or a (nested) tuple of them: the
+    compiled rules the client checks (check_predicates). Anything else is refused, so
+    nothing but data reaches the generated code."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return py_str(value)
+    if isinstance(value, tuple):
+        items = [py_literal(item) for item in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    raise TypeError(f"py_literal: {type(value).__name__} is not a literal the client reads")
+
+
 def toml_str(value: object) -> str:
     """A TOML basic string (JSON's escapes are TOML's too)."""
     return json.dumps(str(value), ensure_ascii=False)
@@ -167,6 +183,7 @@ def environment() -> jinja2.Environment:
         regex=regex,
         lua_str=lua_str,
         py_str=py_str,
+        py_literal=py_literal,
         toml_str=toml_str,
     )
     return env

@@ -357,6 +357,42 @@ def check_crud(pkg: Any, api: Any, user: Any) -> None:
     with pytest.raises(pkg.Forbidden) as caught:  # only authenticated users may create them
         api.order_items.create(m.OrderItems(product_id=lamp.id, quantity=1, price="1"))
     assert caught.value.code == "42501"
+    check_rules(pkg, api)
+
+
+def check_rules(pkg: Any, api: Any) -> None:
+    """The entity's rules: the client refuses a row that breaks them before sending it,
+    naming every broken rule's field; with its checks off, the database refuses the same
+    rows and the refusal comes back typed, naming the field (its CHECK's or NOT NULL's)."""
+    m = pkg.models
+    before = api.product.list(count=True).total
+    with pytest.raises(pkg.InvalidMessage) as caught:
+        # name "" (min_length 1), price -1 (min 0 and price >= cost), stock -1 (min 0)
+        api.product.create(m.Product(sku="R-1", name="", price="-1", cost="2", stock=-1))
+    broken = sorted((v.field, v.constraint) for v in caught.value.violations)
+    assert broken == [("name", "product_name_min_length"), ("price", "product_price_check"),
+                      ("price", "product_price_min"), ("stock", "product_stock_min")]
+    with pytest.raises(pkg.InvalidMessage) as caught:  # price unset: a decimal has no zero
+        api.product.create(m.Product(sku="R-1", name="N", cost="2"))
+    assert [(v.field, v.rule) for v in caught.value.violations] == [("price", "NOT NULL")]
+    lamp = api.product.list(pkg.columns.Product.sku.eq("T-1")).items[0]
+    with pytest.raises(pkg.InvalidMessage) as caught:  # a change checks what it changes
+        api.product.update(lamp.id, m.Product(stock=-3))
+    assert caught.value.fields == ["stock"]
+    assert api.product.list(count=True).total == before  # nothing was sent
+    raw = pkg.Client(api.session.base_url, token=api.session.token, http=api.session.http,
+                     check_rules=False)
+    with pytest.raises(pkg.CheckViolation) as refused:
+        raw.product.create(m.Product(sku="R-1", name="N", price="-1", cost="-5"))
+    assert (refused.value.status, refused.value.code, refused.value.field,
+            refused.value.constraint) == (400, "23514", "price", "product_price_min")
+    with pytest.raises(pkg.CheckViolation) as refused:
+        raw.product.update(lamp.id, m.Product(stock=-3))
+    assert (refused.value.field, refused.value.constraint) == ("stock", "product_stock_min")
+    with pytest.raises(pkg.NotNullViolation) as missing:
+        raw.product.create(m.Product(sku="R-1", name="N", cost="2"))
+    assert (missing.value.code, missing.value.field) == ("23502", "price")
+    assert api.product.list(count=True).total == before
 
 
 @pytest.mark.one_major

@@ -25,7 +25,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 
-from .. import rendering
+from .. import check_predicates, rendering
 from ..model import Backend, Column, Endpoint, Entity
 
 ROOT = "clients/python"
@@ -64,6 +64,30 @@ class EntityView:
     renames: tuple[tuple[str, str], ...]  # (betterproto2's snake key, proto name) that differ
     attrs: tuple[tuple[str, str], ...]  # (proto name, attribute) that from_dict would miss
     read_only: tuple[str, ...]  # audit and tenant columns left out of write bodies when unset
+    durations: tuple[tuple[str, str], ...]  # (proto name, attribute) of Duration fields
+
+
+@dataclass(frozen=True)
+class ConstraintView:
+    """One CHECK constraint as the client checks it (tree None: the database alone)."""
+
+    name: str
+    field: str
+    sql: str
+    tree: object
+    reason: str
+
+
+@dataclass(frozen=True)
+class RulesView:
+    """What the client checks of an entity's rows before sending them (checks.py.j2)."""
+
+    const: str  # the module attribute in rules.py
+    kinds: tuple[tuple[str, str], ...]
+    defaults: tuple[tuple[str, object], ...]
+    required: tuple[str, ...]
+    zero_filled: tuple[str, ...]
+    checks: tuple[ConstraintView, ...]
 
 
 @dataclass(frozen=True)
@@ -357,8 +381,9 @@ def _views(backend: Backend) -> tuple[EntityView, ...]:
         read_only = tuple(f.wire for f in fields
                           if (f.column.implicit and f.wire in ("created_at", "updated_at"))
                           or f.wire == entity.access.tenant_column)
+        durations = tuple((f.wire, f.attr) for f in fields if f.column.kind == "INTERVAL")
         views.append(EntityView(entity, cls, _py_attr(entity.name), tuple(fields), key,
-                                renames, attrs, read_only))
+                                renames, attrs, read_only, durations))
     return tuple(views)
 
 
@@ -419,6 +444,51 @@ def _endpoints(backend: Backend) -> tuple[EndpointView, ...]:
     return tuple(views)
 
 
+def _column_kind(column: Column) -> str | None:
+    kind = check_predicates.KINDS.get(column.kind)
+    if kind is None:
+        return None
+    return kind + "[]" if column.sql_type.endswith("]") else kind
+
+
+_ZERO_IS_A_VALUE = frozenset({"text", "int", "float", "float4", "bool", "bytes"})
+
+
+def _rules(view: EntityView) -> RulesView:
+    """The entity's NOT NULL columns, defaults and CHECK constraints, compiled from the SQL
+    the migrations install (the same template), so client and database cannot disagree on
+    what a rule says."""
+    entity = view.entity
+    check_sql = rendering.environment().get_template("postgres/_checks.sql.j2").module.check_sql
+    kinds = {c.name: k for c in entity.columns if (k := _column_kind(c)) is not None}
+    defaults: list[tuple[str, object]] = []
+    required = []
+    for column in entity.columns:
+        if column.default is None and not column.identity:
+            if column.nullable:
+                defaults.append((column.name, ("val", None)))
+            elif column.name != entity.access.tenant_column:
+                required.append(column.name)
+        elif (column.default is not None and column.default.kind == "literal"
+              and column.name in kinds):
+            with contextlib.suppress(check_predicates.NotPortable, ValueError):
+                defaults.append((column.name, check_predicates.literal_value(
+                    column.default.text, kinds[column.name])))
+    checks = []
+    for check in entity.checks:
+        sql = str(check_sql(check))
+        compiled = check_predicates.compile_check(sql, kinds)
+        checks.append(ConstraintView(check.name, check.column, sql, compiled.tree,
+                                     compiled.reason))
+    # A new row sends these at their zero value (proto3 leaves zeros out; the column has
+    # no default to give): only where the zero is a value of the column, and never a key.
+    zero_filled = tuple(name for name in required if name not in entity.primary_key
+                        and (kinds.get(name, "").endswith("[]")
+                             or kinds.get(name) in _ZERO_IS_A_VALUE))
+    return RulesView(view.cls.upper(), tuple(sorted(kinds.items())), tuple(defaults),
+                     tuple(required), zero_filled, tuple(checks))
+
+
 def render_files(backend: Backend) -> dict[str, str]:
     package = package_name(backend)
     views = _views(backend)
@@ -434,6 +504,7 @@ def render_files(backend: Backend) -> dict[str, str]:
         "package": package,
         "distribution": package.replace("_", "-"),
         "entities": views,
+        "rules": [_rules(v) for v in views],
         "endpoints": endpoints,
         "column_imports": {"datetime": any("datetime." in t for t in column_types),
                            "any": "Any" in column_types,
@@ -459,6 +530,8 @@ def render_files(backend: Backend) -> dict[str, str]:
         f"{src}/__init__.py": rendering.render("python_client/__init__.py.j2", **context),
         f"{src}/errors.py": rendering.render("python_client/errors.py.j2", **context),
         f"{src}/runtime.py": rendering.render("python_client/runtime.py.j2", **context),
+        f"{src}/checks.py": rendering.render("python_client/checks.py.j2", **context),
+        f"{src}/rules.py": rendering.render("python_client/rules.py.j2", **context),
         f"{src}/columns.py": rendering.render("python_client/columns.py.j2", **context),
         f"{src}/client.py": rendering.render("python_client/client.py.j2", **context),
     }

@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 import httpx
 
 from . import models as _m
+from . import rules as _rules
 from .runtime import (
     AsyncEndpoints,
     AsyncResource,
@@ -34,6 +35,7 @@ ARTICLE: EntityInfo[_m.Article] = EntityInfo(
     {},
     ("created_at", "updated_at"),
     True,
+    _rules.ARTICLE,
 )
 
 
@@ -85,7 +87,9 @@ class Rpc(Endpoints):
 
 class Client:
     """The API through the gateway at `base_url`; `token` is a bearer token, or a function
-    returning the current one (called for every request, so it may refresh it)."""
+    returning the current one (called for every request, so it may refresh it). Rows are
+    checked against the entity's rules before they are sent (InvalidMessage), unless
+    `check_rules` is False; the database checks them again either way."""
 
     def __init__(
         self,
@@ -95,9 +99,11 @@ class Client:
         timeout: float = 30.0,
         http: httpx.Client | None = None,
         headers: Mapping[str, str] | None = None,
+        check_rules: bool = True,
     ) -> None:
         self.session = Session(
-            base_url, token=token, timeout=timeout, http=http, headers=headers
+            base_url, token=token, timeout=timeout, http=http, headers=headers,
+            check_rules=check_rules, constraints=_rules.CONSTRAINTS,
         )
         self.article: Resource[_m.Article, str] = (
             Resource(self.session, ARTICLE)
@@ -144,7 +150,9 @@ class AsyncRpc(AsyncEndpoints):
 
 class AsyncClient:
     """The API through the gateway at `base_url`; `token` is a bearer token, or a function
-    returning the current one (called for every request, so it may refresh it)."""
+    returning the current one (called for every request, so it may refresh it). Rows are
+    checked against the entity's rules before they are sent (InvalidMessage), unless
+    `check_rules` is False; the database checks them again either way."""
 
     def __init__(
         self,
@@ -154,9 +162,11 @@ class AsyncClient:
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
+        check_rules: bool = True,
     ) -> None:
         self.session = AsyncSession(
-            base_url, token=token, timeout=timeout, http=http, headers=headers
+            base_url, token=token, timeout=timeout, http=http, headers=headers,
+            check_rules=check_rules, constraints=_rules.CONSTRAINTS,
         )
         self.article: AsyncResource[_m.Article, str] = (
             AsyncResource(self.session, ARTICLE)

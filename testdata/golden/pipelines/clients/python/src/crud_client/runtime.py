@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import copy
 import datetime
 import enum
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from urllib.parse import quote
 import betterproto2
 import httpx
 
+from .checks import Rules, check_row
 from .errors import ApiError, error_from_response
 
 M = TypeVar("M", bound=betterproto2.Message)
@@ -47,6 +50,20 @@ def duration(value: datetime.timedelta) -> str:
     digits = f"{fraction:06d}"
     digits = digits[:3] if digits.endswith("000") else digits  # 0, 3 or 6 digits, as proto3
     return f"{sign}{seconds}.{digits}s" if fraction else f"{sign}{seconds}s"
+
+
+_DURATION = re.compile(r"(-?)(\d+)(?:\.(\d{1,9}))?s")
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """A proto Duration's JSON as a timedelta, negative ones included (betterproto2's own
+    reading refuses a sign and goes through a float, which loses microseconds)."""
+    found = _DURATION.fullmatch(text)
+    if found is None:
+        raise ValueError(f"not a Duration: {text!r}")
+    nanos = int((found.group(3) or "").ljust(9, "0"))
+    span = datetime.timedelta(seconds=int(found.group(2)), microseconds=nanos // 1000)
+    return -span if found.group(1) else span
 
 
 def timestamp(value: datetime.datetime) -> str:
@@ -224,6 +241,10 @@ class EntityInfo(Generic[M]):
     attrs: Mapping[str, str]  # proto field name -> attribute, where from_dict misses it
     read_only: tuple[str, ...]  # columns the database sets (audit, a tenant column)
     streamed: bool
+    rules: Rules  # what a row must satisfy (checked before sending, see checks.py)
+    # Duration fields (proto field name, attribute): written and read here, since
+    # betterproto2 cannot write or read a negative Duration.
+    durations: tuple[tuple[str, str], ...] = ()
 
 
 def to_wire(info: EntityInfo[M], message: M, *, zeros: bool = False,
@@ -231,7 +252,12 @@ def to_wire(info: EntityInfo[M], message: M, *, zeros: bool = False,
     """The message's proto3 JSON with proto field names. Zero values of fields without
     presence are left out (the database's default applies), unless `zeros` (PUT) or the
     field is named in `also` (to set a field to its zero value, or NULL, on purpose)."""
-    wanted = set(also)
+    wanted = list(dict.fromkeys(also))  # in order: the body's keys name ?columns=
+    spans = {wire: getattr(message, attr) for wire, attr in info.durations}
+    if spans:
+        message = copy.copy(message)
+        for wire, attr in info.durations:
+            setattr(message, attr, [] if isinstance(spans[wire], list) else None)
     full = message.to_dict(casing=betterproto2.Casing.SNAKE, include_default_values=True)
     full = {info.renames.get(k, k): v for k, v in full.items()}
     if zeros:
@@ -240,6 +266,12 @@ def to_wire(info: EntityInfo[M], message: M, *, zeros: bool = False,
         sparse = message.to_dict(casing=betterproto2.Casing.SNAKE)
         out = {info.renames.get(k, k): v for k, v in sparse.items()}
         out.update({name: full.get(name) for name in wanted})
+    for wire, value in spans.items():
+        if isinstance(value, list):
+            if value or wire in out:
+                out[wire] = [duration(v) for v in value]
+        elif value is not None:
+            out[wire] = duration(value)
     for name in info.read_only:  # unset (or a tenant left at ""): the database's value
         if out.get(name, 0) in (None, "") and name not in wanted:
             del out[name]
@@ -248,13 +280,19 @@ def to_wire(info: EntityInfo[M], message: M, *, zeros: bool = False,
 
 def from_wire(info: EntityInfo[M], data: Mapping[str, Any]) -> M:
     """A row (or an event's row) as the model; keys the message lacks are ignored."""
-    if not info.attrs:
+    spans = {wire: attr for wire, attr in info.durations if data.get(wire) is not None}
+    if not info.attrs and not spans:
         return info.model.from_dict(data, ignore_unknown_fields=True)
-    message = info.model.from_dict({k: v for k, v in data.items() if k not in info.attrs},
-                                   ignore_unknown_fields=True)
+    message = info.model.from_dict(
+        {k: v for k, v in data.items() if k not in info.attrs and k not in spans},
+        ignore_unknown_fields=True)
     for wire, attr in info.attrs.items():
-        if data.get(wire) is not None:
+        if data.get(wire) is not None and wire not in spans:
             setattr(message, attr, _field_from_json(info.model, attr, data[wire]))
+    for wire, attr in spans.items():
+        value = data[wire]
+        setattr(message, attr, [parse_duration(v) for v in value] if isinstance(value, list)
+                else parse_duration(value))
     return message
 
 
@@ -427,8 +465,11 @@ class Session:
 
     def __init__(self, base_url: str, *, token: Token = None, timeout: float = 30.0,
                  http: httpx.Client | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, check_rules: bool = True,
+                 constraints: Mapping[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.check_rules = check_rules
+        self.constraints = dict(constraints or {})
         self.token = token
         self.timeout = timeout
         self.owned = http is None
@@ -459,7 +500,7 @@ class Session:
         response = self.http.request(method, self.url(path, query),
                                              headers=self.headers(more), content=content)
         if response.status_code >= 400:
-            raise error_from_response(response)
+            raise error_from_response(response, self.constraints)
         return response
 
     def close(self) -> None:
@@ -474,6 +515,20 @@ class Resource(Generic[M, K]):
     def __init__(self, session: Session, info: EntityInfo[M]) -> None:
         self.session = session
         self.info = info
+
+    def body(self, item: M, *, partial: bool = False, zeros: bool = False,
+             also: Iterable[str] = ()) -> dict[str, Any]:
+        """The item's JSON body, checked against the entity's rules first (InvalidMessage
+        names every broken one) unless the session's `check_rules` is off. A new row
+        carries its NOT NULL fields without a default even at their zero value, where
+        that is a value of the column: left out, the database would store NULL and refuse
+        it."""
+        if not partial:
+            also = [*also, *self.info.rules.zero_filled]
+        body = to_wire(self.info, item, zeros=zeros, also=also)
+        if self.session.check_rules:
+            check_row(self.info.table, self.info.rules, body, partial=partial)
+        return body
 
     def list(self, *filters: Filter[M], order: Order[M] | Sequence[Order[M]] = (),
                    limit: int | None = None, offset: int | None = None, count: bool = False,
@@ -496,13 +551,13 @@ class Resource(Generic[M, K]):
         """Insert one row; the row as stored (defaults, id, audit columns filled in)."""
         response = self.session.request(
             "POST", self.info.path, headers={"Prefer": "return=representation"},
-            body=to_wire(self.info, item))
+            body=self.body(item))
         return from_wire(self.info, _one(response.json()))
 
     def create_many(self, items: Sequence[M]) -> builtins.list[M]:
         """Insert rows in one request. Rows may leave out different fields: the request
         names the columns (?columns=) and asks for the defaults of the missing ones."""
-        bodies = [to_wire(self.info, item) for item in items]
+        bodies = [self.body(item) for item in items]
         columns = list(dict.fromkeys(name for body in bodies for name in body))
         query = [("columns", ",".join(columns))] if columns else []
         response = self.session.request(
@@ -515,7 +570,7 @@ class Resource(Generic[M, K]):
         value or unset, i.e. NULL) of one row; the row afterwards."""
         response = self.session.request(
             "PATCH", _item_path(self.info, key), headers={"Prefer": "return=representation"},
-            body=to_wire(self.info, changes, also=[c.name for c in fields]))
+            body=self.body(changes, partial=True, also=[c.name for c in fields]))
         return from_wire(self.info, response.json())
 
     def replace(self, item: M) -> M:
@@ -526,7 +581,7 @@ class Resource(Generic[M, K]):
         response = self.session.request(
             "PUT", _item_path(self.info, getattr(item, self.info.key_attr)),
             headers={"Prefer": "return=representation"},
-            body=to_wire(self.info, item, zeros=True))
+            body=self.body(item, zeros=True))
         return from_wire(self.info, response.json())
 
     def delete(self, key: K) -> M:
@@ -544,7 +599,7 @@ class Resource(Generic[M, K]):
         response = self.session.request(
             "PATCH", self.info.path, query=[f.pair for f in filters],
             headers={"Prefer": "return=representation"},
-            body=to_wire(self.info, changes, also=[c.name for c in fields]))
+            body=self.body(changes, partial=True, also=[c.name for c in fields]))
         return [from_wire(self.info, row) for row in response.json()]
 
     def delete_where(self, *filters: Filter[M]) -> builtins.list[M]:
@@ -633,8 +688,11 @@ class AsyncSession:
 
     def __init__(self, base_url: str, *, token: Token = None, timeout: float = 30.0,
                  http: httpx.AsyncClient | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, check_rules: bool = True,
+                 constraints: Mapping[str, str] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.check_rules = check_rules
+        self.constraints = dict(constraints or {})
         self.token = token
         self.timeout = timeout
         self.owned = http is None
@@ -665,7 +723,7 @@ class AsyncSession:
         response = await self.http.request(method, self.url(path, query),
                                              headers=self.headers(more), content=content)
         if response.status_code >= 400:
-            raise error_from_response(response)
+            raise error_from_response(response, self.constraints)
         return response
 
     async def close(self) -> None:
@@ -680,6 +738,20 @@ class AsyncResource(Generic[M, K]):
     def __init__(self, session: AsyncSession, info: EntityInfo[M]) -> None:
         self.session = session
         self.info = info
+
+    def body(self, item: M, *, partial: bool = False, zeros: bool = False,
+             also: Iterable[str] = ()) -> dict[str, Any]:
+        """The item's JSON body, checked against the entity's rules first (InvalidMessage
+        names every broken one) unless the session's `check_rules` is off. A new row
+        carries its NOT NULL fields without a default even at their zero value, where
+        that is a value of the column: left out, the database would store NULL and refuse
+        it."""
+        if not partial:
+            also = [*also, *self.info.rules.zero_filled]
+        body = to_wire(self.info, item, zeros=zeros, also=also)
+        if self.session.check_rules:
+            check_row(self.info.table, self.info.rules, body, partial=partial)
+        return body
 
     async def list(self, *filters: Filter[M], order: Order[M] | Sequence[Order[M]] = (),
                    limit: int | None = None, offset: int | None = None, count: bool = False,
@@ -702,13 +774,13 @@ class AsyncResource(Generic[M, K]):
         """Insert one row; the row as stored (defaults, id, audit columns filled in)."""
         response = await self.session.request(
             "POST", self.info.path, headers={"Prefer": "return=representation"},
-            body=to_wire(self.info, item))
+            body=self.body(item))
         return from_wire(self.info, _one(response.json()))
 
     async def create_many(self, items: Sequence[M]) -> builtins.list[M]:
         """Insert rows in one request. Rows may leave out different fields: the request
         names the columns (?columns=) and asks for the defaults of the missing ones."""
-        bodies = [to_wire(self.info, item) for item in items]
+        bodies = [self.body(item) for item in items]
         columns = list(dict.fromkeys(name for body in bodies for name in body))
         query = [("columns", ",".join(columns))] if columns else []
         response = await self.session.request(
@@ -721,7 +793,7 @@ class AsyncResource(Generic[M, K]):
         value or unset, i.e. NULL) of one row; the row afterwards."""
         response = await self.session.request(
             "PATCH", _item_path(self.info, key), headers={"Prefer": "return=representation"},
-            body=to_wire(self.info, changes, also=[c.name for c in fields]))
+            body=self.body(changes, partial=True, also=[c.name for c in fields]))
         return from_wire(self.info, response.json())
 
     async def replace(self, item: M) -> M:
@@ -732,7 +804,7 @@ class AsyncResource(Generic[M, K]):
         response = await self.session.request(
             "PUT", _item_path(self.info, getattr(item, self.info.key_attr)),
             headers={"Prefer": "return=representation"},
-            body=to_wire(self.info, item, zeros=True))
+            body=self.body(item, zeros=True))
         return from_wire(self.info, response.json())
 
     async def delete(self, key: K) -> M:
@@ -750,7 +822,7 @@ class AsyncResource(Generic[M, K]):
         response = await self.session.request(
             "PATCH", self.info.path, query=[f.pair for f in filters],
             headers={"Prefer": "return=representation"},
-            body=to_wire(self.info, changes, also=[c.name for c in fields]))
+            body=self.body(changes, partial=True, also=[c.name for c in fields]))
         return [from_wire(self.info, row) for row in response.json()]
 
     async def delete_where(self, *filters: Filter[M]) -> builtins.list[M]:

@@ -13,6 +13,7 @@ from typing import TypedDict
 import httpx
 
 from . import models as _m
+from . import rules as _rules
 from .runtime import (
     AsyncEndpoints,
     AsyncResource,
@@ -35,6 +36,7 @@ PRODUCT: EntityInfo[_m.Product] = EntityInfo(
     {},
     ("created_at", "updated_at"),
     True,
+    _rules.PRODUCT,
 )
 
 
@@ -61,7 +63,9 @@ class Rpc(Endpoints):
 
 class Client:
     """The API through the gateway at `base_url`; `token` is a bearer token, or a function
-    returning the current one (called for every request, so it may refresh it)."""
+    returning the current one (called for every request, so it may refresh it). Rows are
+    checked against the entity's rules before they are sent (InvalidMessage), unless
+    `check_rules` is False; the database checks them again either way."""
 
     def __init__(
         self,
@@ -71,9 +75,11 @@ class Client:
         timeout: float = 30.0,
         http: httpx.Client | None = None,
         headers: Mapping[str, str] | None = None,
+        check_rules: bool = True,
     ) -> None:
         self.session = Session(
-            base_url, token=token, timeout=timeout, http=http, headers=headers
+            base_url, token=token, timeout=timeout, http=http, headers=headers,
+            check_rules=check_rules, constraints=_rules.CONSTRAINTS,
         )
         self.product: Resource[_m.Product, str] = (
             Resource(self.session, PRODUCT)
@@ -112,7 +118,9 @@ class AsyncRpc(AsyncEndpoints):
 
 class AsyncClient:
     """The API through the gateway at `base_url`; `token` is a bearer token, or a function
-    returning the current one (called for every request, so it may refresh it)."""
+    returning the current one (called for every request, so it may refresh it). Rows are
+    checked against the entity's rules before they are sent (InvalidMessage), unless
+    `check_rules` is False; the database checks them again either way."""
 
     def __init__(
         self,
@@ -122,9 +130,11 @@ class AsyncClient:
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
+        check_rules: bool = True,
     ) -> None:
         self.session = AsyncSession(
-            base_url, token=token, timeout=timeout, http=http, headers=headers
+            base_url, token=token, timeout=timeout, http=http, headers=headers,
+            check_rules=check_rules, constraints=_rules.CONSTRAINTS,
         )
         self.product: AsyncResource[_m.Product, str] = (
             AsyncResource(self.session, PRODUCT)

@@ -12,6 +12,7 @@ from types import TracebackType
 import httpx
 
 from . import models as _m
+from . import rules as _rules
 from .runtime import (
     AsyncEndpoints,
     AsyncResource,
@@ -33,6 +34,7 @@ SENSORREADING: EntityInfo[_m.SensorReading] = EntityInfo(
     {},
     ("created_at", "updated_at"),
     True,
+    _rules.SENSORREADING,
 )
 
 
@@ -42,7 +44,9 @@ class Rpc(Endpoints):
 
 class Client:
     """The API through the gateway at `base_url`; `token` is a bearer token, or a function
-    returning the current one (called for every request, so it may refresh it)."""
+    returning the current one (called for every request, so it may refresh it). Rows are
+    checked against the entity's rules before they are sent (InvalidMessage), unless
+    `check_rules` is False; the database checks them again either way."""
 
     def __init__(
         self,
@@ -52,9 +56,11 @@ class Client:
         timeout: float = 30.0,
         http: httpx.Client | None = None,
         headers: Mapping[str, str] | None = None,
+        check_rules: bool = True,
     ) -> None:
         self.session = Session(
-            base_url, token=token, timeout=timeout, http=http, headers=headers
+            base_url, token=token, timeout=timeout, http=http, headers=headers,
+            check_rules=check_rules, constraints=_rules.CONSTRAINTS,
         )
         self.sensor_reading: Resource[_m.SensorReading, str] = (
             Resource(self.session, SENSORREADING)
@@ -83,7 +89,9 @@ class AsyncRpc(AsyncEndpoints):
 
 class AsyncClient:
     """The API through the gateway at `base_url`; `token` is a bearer token, or a function
-    returning the current one (called for every request, so it may refresh it)."""
+    returning the current one (called for every request, so it may refresh it). Rows are
+    checked against the entity's rules before they are sent (InvalidMessage), unless
+    `check_rules` is False; the database checks them again either way."""
 
     def __init__(
         self,
@@ -93,9 +101,11 @@ class AsyncClient:
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
+        check_rules: bool = True,
     ) -> None:
         self.session = AsyncSession(
-            base_url, token=token, timeout=timeout, http=http, headers=headers
+            base_url, token=token, timeout=timeout, http=http, headers=headers,
+            check_rules=check_rules, constraints=_rules.CONSTRAINTS,
         )
         self.sensor_reading: AsyncResource[_m.SensorReading, str] = (
             AsyncResource(self.session, SENSORREADING)

@@ -9,14 +9,18 @@ from .client import AsyncClient, AsyncRpc, Client, Rpc
 from .errors import (
     ApiError,
     BadRequest,
+    CheckViolation,
     Conflict,
     Forbidden,
+    InvalidMessage,
     MethodNotAllowed,
     NotFound,
+    NotNullViolation,
     PayloadTooLarge,
     RateLimited,
     ServerError,
     Unauthorized,
+    Violation,
 )
 from .runtime import Change, Column, Filter, Order, Page
 
@@ -26,13 +30,16 @@ __all__ = [
     "AsyncRpc",
     "BadRequest",
     "Change",
+    "CheckViolation",
     "Client",
     "Column",
     "Conflict",
     "Filter",
     "Forbidden",
+    "InvalidMessage",
     "MethodNotAllowed",
     "NotFound",
+    "NotNullViolation",
     "Order",
     "Page",
     "PayloadTooLarge",
@@ -40,6 +47,7 @@ __all__ = [
     "Rpc",
     "ServerError",
     "Unauthorized",
+    "Violation",
     "columns",
     "models",
 ]

@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 import httpx
 
 from . import models as _m
+from . import rules as _rules
 from .runtime import (
     AsyncEndpoints,
     AsyncResource,
@@ -35,6 +36,7 @@ CUSTOMER: EntityInfo[_m.Customer] = EntityInfo(
     {},
     ("created_at", "updated_at"),
     True,
+    _rules.CUSTOMER,
 )
 
 # The catalog; anyone may read it, only admins change it
@@ -48,6 +50,7 @@ PRODUCT: EntityInfo[_m.Product] = EntityInfo(
     {},
     ("created_at", "updated_at"),
     True,
+    _rules.PRODUCT,
 )
 
 # One product line of a customer's order
@@ -61,6 +64,7 @@ ORDERITEMS: EntityInfo[_m.OrderItems] = EntityInfo(
     {},
     ("created_at", "updated_at"),
     True,
+    _rules.ORDERITEMS,
 )
 
 
@@ -115,7 +119,9 @@ class Rpc(Endpoints):
 
 class Client:
     """The API through the gateway at `base_url`; `token` is a bearer token, or a function
-    returning the current one (called for every request, so it may refresh it)."""
+    returning the current one (called for every request, so it may refresh it). Rows are
+    checked against the entity's rules before they are sent (InvalidMessage), unless
+    `check_rules` is False; the database checks them again either way."""
 
     def __init__(
         self,
@@ -125,9 +131,11 @@ class Client:
         timeout: float = 30.0,
         http: httpx.Client | None = None,
         headers: Mapping[str, str] | None = None,
+        check_rules: bool = True,
     ) -> None:
         self.session = Session(
-            base_url, token=token, timeout=timeout, http=http, headers=headers
+            base_url, token=token, timeout=timeout, http=http, headers=headers,
+            check_rules=check_rules, constraints=_rules.CONSTRAINTS,
         )
         self.customer: Resource[_m.Customer, str] = (
             Resource(self.session, CUSTOMER)
@@ -182,7 +190,9 @@ class AsyncRpc(AsyncEndpoints):
 
 class AsyncClient:
     """The API through the gateway at `base_url`; `token` is a bearer token, or a function
-    returning the current one (called for every request, so it may refresh it)."""
+    returning the current one (called for every request, so it may refresh it). Rows are
+    checked against the entity's rules before they are sent (InvalidMessage), unless
+    `check_rules` is False; the database checks them again either way."""
 
     def __init__(
         self,
@@ -192,9 +202,11 @@ class AsyncClient:
         timeout: float = 30.0,
         http: httpx.AsyncClient | None = None,
         headers: Mapping[str, str] | None = None,
+        check_rules: bool = True,
     ) -> None:
         self.session = AsyncSession(
-            base_url, token=token, timeout=timeout, http=http, headers=headers
+            base_url, token=token, timeout=timeout, http=http, headers=headers,
+            check_rules=check_rules, constraints=_rules.CONSTRAINTS,
         )
         self.customer: AsyncResource[_m.Customer, str] = (
             AsyncResource(self.session, CUSTOMER)

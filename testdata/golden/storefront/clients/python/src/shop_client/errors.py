@@ -4,14 +4,48 @@ Errors of the API as exceptions. The gateway answers its own refusals as JSON
 `{"code", "message"}` (404 no such route or row, 405, 413, 429 with Retry-After) and passes
 PostgREST's on (`{"code", "message", "details", "hint"}`, e.g. PGRST204 for an unknown
 column, 42501 for a refused permission); each status has its class, so callers catch what
-they can handle.
+they can handle. A row the database refuses for a rule (a CHECK, a NOT NULL) comes back as
+CheckViolation or NotNullViolation naming the field; the client finds most of those before
+sending, as InvalidMessage (see checks.py).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule: the field (proto name; None when the database does not say), the
+    constraint's name in the database ("" for NOT NULL), the rule as SQL, the value sent."""
+
+    field: str | None
+    constraint: str
+    rule: str
+    value: Any = None
+
+    def __str__(self) -> str:
+        name = f" ({self.constraint})" if self.constraint else ""
+        return f"{self.field or '?'}: {self.rule}{name}"
+
+
+class InvalidMessage(ValueError):
+    """Raised before anything is sent: the row breaks rules the database would refuse it
+    for. `violations` lists every broken rule."""
+
+    def __init__(self, entity: str, violations: list[Violation]) -> None:
+        super().__init__(f"{entity}: " + "; ".join(map(str, violations)))
+        self.entity = entity
+        self.violations = tuple(violations)
+
+    @property
+    def fields(self) -> list[str]:
+        return [v.field for v in self.violations if v.field]
 
 
 class ApiError(Exception):
@@ -32,6 +66,23 @@ class ApiError(Exception):
 
 class BadRequest(ApiError):
     """400: e.g. a column that does not exist (PGRST204) or a malformed filter."""
+
+
+class CheckViolation(BadRequest):
+    """400, SQLSTATE 23514: a CHECK constraint refused the row. `constraint` is its name,
+    `field` the field it guards (None for a constraint the client does not know, e.g. a
+    type's own range), `violations` the same as InvalidMessage's."""
+
+    constraint: str = ""
+    field: str | None = None
+    violations: tuple[Violation, ...] = ()
+
+
+class NotNullViolation(BadRequest):
+    """400, SQLSTATE 23502: a required field was missing or null; `field` names it."""
+
+    field: str | None = None
+    violations: tuple[Violation, ...] = ()
 
 
 class Unauthorized(ApiError):
@@ -74,8 +125,15 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
-def error_from_response(response: httpx.Response) -> ApiError:
-    """The exception for an error answer (its body must have been read)."""
+# PostgreSQL's messages (names printed between quotes as they are).
+_CHECK = re.compile(r'violates check constraint "(.*)"$')
+_NOT_NULL = re.compile(r'^null value in column "(.*)" of relation ')
+
+
+def error_from_response(response: httpx.Response,
+                        constraints: Mapping[str, str] | None = None) -> ApiError:
+    """The exception for an error answer (its body must have been read). `constraints`
+    maps CHECK constraint names to the fields they guard."""
     status = response.status_code
     try:
         body: Any = response.json()
@@ -84,10 +142,24 @@ def error_from_response(response: httpx.Response) -> ApiError:
     fields = body if isinstance(body, dict) else {}
     cls = _BY_STATUS.get(status, ServerError if status >= 500 else ApiError)
     code = fields.get("code")
+    if status == 400 and code == "23514":
+        cls = CheckViolation
+    elif status == 400 and code == "23502":
+        cls = NotNullViolation
     error = cls(status, None if code is None else str(code),
                 str(fields.get("message") or response.reason_phrase or status),
                 fields.get("details"), fields.get("hint"), body,
                 response.headers.get("X-Request-Id"))
+    text = str(fields.get("message") or "")
+    if isinstance(error, CheckViolation):
+        found = _CHECK.search(text)
+        error.constraint = found.group(1) if found else ""
+        error.field = (constraints or {}).get(error.constraint)
+        error.violations = (Violation(error.field, error.constraint, "CHECK"),)
+    if isinstance(error, NotNullViolation):
+        found = _NOT_NULL.search(text)
+        error.field = found.group(1) if found else None
+        error.violations = (Violation(error.field, "", "NOT NULL"),)
     if isinstance(error, RateLimited):
         after = response.headers.get("Retry-After", "")
         error.retry_after = float(after) if after.replace(".", "", 1).isdigit() else None
