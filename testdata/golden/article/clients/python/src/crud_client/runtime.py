@@ -62,7 +62,8 @@ def parse_duration(text: str) -> datetime.timedelta:
     if found is None:
         raise ValueError(f"not a Duration: {text!r}")
     nanos = int((found.group(3) or "").ljust(9, "0"))
-    span = datetime.timedelta(seconds=int(found.group(2)), microseconds=nanos // 1000)
+    # Rounded to the microsecond (half to even), as the database's make_interval() does.
+    span = datetime.timedelta(seconds=int(found.group(2)), microseconds=round(nanos / 1000))
     return -span if found.group(1) else span
 
 

@@ -130,9 +130,8 @@ _SPAN = re.compile(r"(-?)(\d+)(?:\.(\d{1,9}))?s")
 
 def _fraction(digits: str | None) -> int:
     """Nanoseconds written with up to nine digits, rounded to microseconds (the column's
-    precision, rounded as PostgreSQL rounds its input)."""
-    nanos = int((digits or "0").ljust(9, "0"))
-    return (nanos + 500) // 1000
+    precision; half to even, as PostgreSQL rounds its input)."""
+    return round(int((digits or "0").ljust(9, "0")) / 1000)
 
 
 def _timestamp(text: str) -> datetime.datetime:
