@@ -8,10 +8,12 @@ and compared per event in the gateway; the database is not asked per event.
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
-from .support import ROOT, from_text
+from .support import ROOT, call, from_text
 from .test_realtime import SseClient, token
 
 CONFIG = (ROOT / "testdata" / "tenancy" / "tenancy.textproto").read_text().replace(
@@ -83,3 +85,55 @@ def test_a_token_without_a_tenant_is_refused(shop):
                        {"Authorization": f"Bearer {token({'role': 'authenticated'})}"})
     client.close()
     assert client.status == 403
+
+
+CHANNEL_CONFIG = CONFIG.replace("stream { enable_streaming: true }", """stream {
+    enable_streaming: true
+    aggregation { rules {
+      name: "product_count" window { type: WINDOW_TYPE_TUMBLING interval: "1 minute" }
+      function { type: FUNCTION_TYPE_COUNT } group_by: ["name"]
+      output { table_name: "product_counts" sse_channel: "/stream/product-counts" } } }
+  }""", 1)
+
+
+def test_an_aggregation_channel_streams_each_tenant_its_own_results(make_stack):
+    """Results of a tenant-scoped entity's rule carry the tenant (the pipeline groups by
+    it); its SSE channel gives each subscriber only its own tenant's results, the platform
+    role all of them, and a resume stays within the tenant."""
+    assert CHANNEL_CONFIG.count("sse_channel") == 1
+    stack = make_stack(from_text(CHANNEL_CONFIG, "tenancy.textproto"), "tenancy_channel")
+    path = "/stream/product-counts"
+
+    def listen(who: str, last: str | None = None) -> SseClient:
+        headers = {"Authorization": f"Bearer {token(USERS[who])}"}
+        if last:
+            headers["Last-Event-ID"] = last
+        return SseClient(path, headers)
+
+    def publish(tenant: str, value: int) -> None:
+        result = {"window_start": "2026-11-24T10:00:00Z", "window_end": "2026-11-24T10:01:00Z",
+                  "tenant_id": tenant, "name": "Anvil", "value": value}
+        done = call(stack.host, "POST", "/publish/product-counts", body=json.dumps(result),
+                    port=9145, headers={"Content-Type": "application/json"})
+        assert done.status == 201, done.text
+
+    clients = {who: listen(who) for who in ("a", "b", "platform")}
+    try:
+        assert all(client.status == 200 for client in clients.values())
+        for tenant, value in (("a", 1), ("b", 2), ("a", 3)):
+            publish(tenant, value)
+        seen = {who: client.events(4, timeout=2) for who, client in clients.items()}
+    finally:
+        for client in clients.values():
+            client.close()
+    values = {who: [(data["tenant_id"], data["value"]) for _, data in events]
+              for who, events in seen.items()}
+    assert values == {"a": [("a", 1), ("a", 3)], "b": [("b", 2)],
+                      "platform": [("a", 1), ("b", 2), ("a", 3)]}
+    # Resumed after its first result, tenant a gets its second one and none of b's.
+    publish("b", 4)
+    again = listen("a", seen["a"][0][0])
+    try:
+        assert [data["value"] for _, data in again.events(3, timeout=2)] == [3]
+    finally:
+        again.close()
