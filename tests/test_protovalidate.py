@@ -165,7 +165,11 @@ def accepted(conn, table: str, values: dict) -> bool:
            f"VALUES ({', '.join(['%s'] * len(columns))})")
     if not columns:
         sql = f'INSERT INTO "{table}" DEFAULT VALUES'
-    params = [as_sql(c, values[c]) for c in columns]
+    return goes_in(conn, sql, [as_sql(c, values[c]) for c in columns])
+
+
+def goes_in(conn, sql: str, params) -> bool:
+    """Whether the INSERT passes the table's CHECK and NOT NULL constraints (rolled back)."""
     with conn.transaction(force_rollback=True):
         try:
             with conn.transaction():
@@ -215,14 +219,7 @@ def client_package(generated, tmp_path_factory):
 def posted(conn, table: str, body: dict) -> bool:
     """The database's verdict on `body` as the API would insert it: PostgREST 12.2.3's
     INSERT for a POST (tests/postgrest_sql.py), so absent keys take the column defaults."""
-    sql, params = rest.insert(rest.shape(conn, "public", table, loader=None), body)
-    with conn.transaction(force_rollback=True):
-        try:
-            with conn.transaction():
-                conn.execute(sql, params)
-        except (errors.CheckViolation, errors.NotNullViolation):
-            return False
-    return True
+    return goes_in(conn, *rest.insert(rest.shape(conn, "public", table, loader=None), body))
 
 
 def test_typed_client_and_database_agree(generated, client_package, database, tmp_path):
