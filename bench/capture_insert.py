@@ -19,14 +19,15 @@ from stack import running_stack
 
 
 def tps(stack, table: str, seconds: int, clients: int) -> float:
-    script = Path(tempfile.mkstemp(suffix=".sql")[1])
-    script.write_text(f"INSERT INTO {table} (device_id, value, note) "
-                      "VALUES ('dev-' || :client_id, random() * 100, 'bench');\n")
-    done = subprocess.run(
-        [str(stack.pg.bin / "pgbench"), "-n", "-f", str(script), "-c", str(clients),
-         "-j", str(min(clients, 2)), "-T", str(seconds), "-h", "127.0.0.1",
-         "-p", str(stack.pg.port), "-U", "postgres", stack.database],
-        capture_output=True, text=True, check=True)
+    with tempfile.TemporaryDirectory(prefix="crud-bench-") as folder:
+        script = Path(folder) / "insert.sql"
+        script.write_text(f"INSERT INTO {table} (device_id, value, note) "
+                          "VALUES ('dev-' || :client_id, random() * 100, 'bench');\n")
+        done = subprocess.run(
+            [str(stack.pg.bin / "pgbench"), "-n", "-f", str(script), "-c", str(clients),
+             "-j", str(min(clients, 2)), "-T", str(seconds), "-h", "127.0.0.1",
+             "-p", str(stack.pg.port), "-U", "postgres", stack.database],
+            capture_output=True, text=True, check=True)
     return float(re.search(r"tps = ([\d.]+)", done.stdout).group(1))
 
 

@@ -4,6 +4,7 @@ the PostgREST stand-in (for the gateway's permission check) and one generated ba
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,8 @@ def running_stack(start_relay: bool = True, env: dict[str, str] | None = None):
         with contextlib.suppress(Exception):
             stack.down()
         recorder.terminate()
+        recorder.wait(10)
         redis.cleanup()
         pg.cleanup()
         host.leave()
+        shutil.rmtree(work, ignore_errors=True)
