@@ -169,7 +169,8 @@ end
 -- right after that event; a new client starts at "now" unless it asks for ?history=all or
 -- ?history=<n>. Filters: ?action=I,U and <field>=eq.<value>. Read permission is checked by
 -- asking PostgREST (with the caller's token) for zero rows of the table; rows of an entity
--- with an owner column are sent only to their owner (and admins).
+-- with an owner column are sent only to their owner (and admins). Each worker reads each
+-- stream once for all of its subscribers ("shared readers" below).
 
 local ok_redis, redis = pcall(require, "resty.redis")
 if not ok_redis then
@@ -231,6 +232,9 @@ local BATCH, LINGER = 500, 0.01
 -- Entries a worker keeps per stream for its subscribers (see "shared readers" below).
 local RING = tonumber(os.getenv("CRUD_SSE_RING") or "") or 2048
 local READ_COUNT = math.min(BATCH, RING)
+-- A reader's XREAD BLOCK: at most a second, so that a reader notices within a second that its
+-- last subscriber left or that the worker is exiting (its streams then end).
+local READ_BLOCK_MS = math.min(HEARTBEAT_MS, 1000)
 -- The reconnect delay each stream asks for is drawn per connection from this range (ms):
 -- after a restart or reload, clients come back spread over three seconds, not all at once.
 local RETRY_MIN_MS, RETRY_MAX_MS = 2000, 5000
@@ -3440,7 +3444,7 @@ local function run_reader(premature, reader)
             end
         else
             local reply
-            reply, err = red:xread("COUNT", READ_COUNT, "BLOCK", HEARTBEAT_MS, "STREAMS", topic,
+            reply, err = red:xread("COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", topic,
                                    reader.tail)
             metrics:incr("sse_reads\t" .. label, 1, 0)
             if not reply then
@@ -3733,10 +3737,11 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
                 metrics:incr("sse_events\t" .. label, events, 0)
             end
         end
-        -- On reload or shutdown the stream ends cleanly here (within a heartbeat interval,
-        -- unless nginx's worker_shutdown_timeout closes it first): the client reconnects, to
-        -- a new worker, with the id of the last event it got, so nothing is lost or repeated
-        -- and the new configuration applies to it.
+        -- On reload or shutdown the stream ends cleanly here (within a second: the reader
+        -- stops after its current XREAD and wakes its subscribers), before nginx's
+        -- worker_shutdown_timeout would close it: the client reconnects, to a new worker, with
+        -- the id of the last event it got, so nothing is lost or repeated and the new
+        -- configuration applies to it.
         if ngx.worker.exiting() then
             break
         end
