@@ -103,10 +103,19 @@ class SseClient:
     By default it sends an admin's token, which sees every row; owner filtering has its own
     test."""
 
-    def __init__(self, path: str, headers: dict[str, str] | None = None):
+    def __init__(self, path: str, headers: dict[str, str] | None = None,
+                 receive_buffer: int | None = None):
         if headers is None:
             headers = {"Authorization": f"Bearer {token(ADMIN)}"}
-        self.sock = socket.create_connection(("127.0.0.1", 80), timeout=10)
+        if receive_buffer is None:
+            self.sock = socket.create_connection(("127.0.0.1", 80), timeout=10)
+        else:
+            # Set before connecting, so the window the server sees stays this small: a
+            # client that does not read soon stops the server's writes to it.
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            self.sock.settimeout(10)
+            self.sock.connect(("127.0.0.1", 80))
         lines = [f"GET {path} HTTP/1.0", "Host: localhost", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -40,7 +40,8 @@ TICK = "T"  # the action of the clock ticks an SSE client asks for with ?ticks=1
 # off together (a restart, a reload) do not all reconnect in the same instant.
 SSE_RETRY_MS = (2000, 5000)
 # How long an old worker may keep connections after a reload or a graceful stop. Its streams
-# end on their own after their current XREAD (ngx.worker.exiting()); this bounds the rest.
+# end on their own within a second (the worker's stream readers check ngx.worker.exiting()
+# after each XREAD of at most a second, then wake their subscribers); this bounds the rest.
 WORKER_SHUTDOWN_TIMEOUT_S = 5
 # Where the reference page's npm project lives, in the output and beside nginx.conf (its
 # node_modules/swagger-ui-dist holds the files the page loads).

@@ -99,9 +99,26 @@ function _M.metrics()
         out[#out + 1] = name .. "_count{" .. labels .. "} " .. count
     end
     local subscribers, events, published, gaps = {}, {}, {}, {}
+    -- The shared readers (one per worker and stream with subscribers there): how many run,
+    -- their XREADs, the subscribers' own reads of what the ring no longer held, and the
+    -- per-event checks of subscribers with filters or per-row visibility.
+    local reader_series = {
+        sse_readers = { name = "crud_gateway_sse_readers", type = "gauge", lines = {},
+            help = "Running stream readers (one per worker and stream with subscribers there), by entity." },
+        sse_reads = { name = "crud_gateway_sse_reads_total", type = "counter", lines = {},
+            help = "XREAD calls of the stream readers, by entity." },
+        sse_catchups = { name = "crud_gateway_sse_catchup_reads_total", type = "counter", lines = {},
+            help = "Reads from Redis by subscribers not in their worker's ring (resuming, or fallen behind), by entity." },
+        sse_filter_checks = { name = "crud_gateway_sse_filter_checks_total", type = "counter", lines = {},
+            help = "Events checked against a subscriber's filters or row visibility, by entity." },
+    }
     for _, key in ipairs(keys) do
         local p = split(key)
-        if p[1] == "sse_subscribers" then
+        local series_of = reader_series[p[1]]
+        if series_of then
+            series_of.lines[#series_of.lines + 1] = string.format('%s{entity="%s"} %d',
+                series_of.name, p[2], metrics:get(key) or 0)
+        elseif p[1] == "sse_subscribers" then
             subscribers[#subscribers + 1] = string.format('crud_gateway_sse_subscribers{entity="%s"} %d',
                 p[2], metrics:get(key) or 0)
         elseif p[1] == "sse_events" then
@@ -130,6 +147,14 @@ function _M.metrics()
     for _, line in ipairs(gaps) do
         out[#out + 1] = line
     end
+    for _, kind in ipairs({ "sse_readers", "sse_reads", "sse_catchups", "sse_filter_checks" }) do
+        local series_of = reader_series[kind]
+        out[#out + 1] = "# HELP " .. series_of.name .. " " .. series_of.help
+        out[#out + 1] = "# TYPE " .. series_of.name .. " " .. series_of.type
+        for _, line in ipairs(series_of.lines) do
+            out[#out + 1] = line
+        end
+    end
     out[#out + 1] = "# HELP crud_gateway_aggregates_published_total Aggregation results published to SSE channels (repeats not counted)."
     out[#out + 1] = "# TYPE crud_gateway_aggregates_published_total counter"
     for _, line in ipairs(published) do
@@ -144,13 +169,15 @@ end
 -- right after that event; a new client starts at "now" unless it asks for ?history=all or
 -- ?history=<n>. Filters: ?action=I,U and <field>=eq.<value>. Read permission is checked by
 -- asking PostgREST (with the caller's token) for zero rows of the table; rows of an entity
--- with an owner column are sent only to their owner (and admins).
+-- with an owner column are sent only to their owner (and admins). Each worker reads each
+-- stream once for all of its subscribers ("shared readers" below).
 
 local ok_redis, redis = pcall(require, "resty.redis")
 if not ok_redis then
     redis = require("nginx.redis")  -- Debian's lua-nginx-redis
 end
 local cjson = require("cjson.safe")
+local semaphore = require("ngx.semaphore")
 
 local STREAMS = {
     ["customer"] = {
@@ -201,7 +228,13 @@ local RESERVED_ARGS = {
     last_event_id = true, history = true, action = true, access_token = true, ticks = true,
 }
 local HEARTBEAT_MS = tonumber(os.getenv("CRUD_SSE_HEARTBEAT_MS") or "") or 15000
-local BATCH, LINGER = 500, 0.025
+local BATCH, LINGER = 500, 0.01
+-- Entries a worker keeps per stream for its subscribers (see "shared readers" below).
+local RING = tonumber(os.getenv("CRUD_SSE_RING") or "") or 2048
+local READ_COUNT = math.min(BATCH, RING)
+-- A reader's XREAD BLOCK: at most a second, so that a reader notices within a second that its
+-- last subscriber left or that the worker is exiting (its streams then end).
+local READ_BLOCK_MS = math.min(HEARTBEAT_MS, 1000)
 -- The reconnect delay each stream asks for is drawn per connection from this range (ms):
 -- after a restart or reload, clients come back spread over three seconds, not all at once.
 local RETRY_MIN_MS, RETRY_MAX_MS = 2000, 5000
@@ -3297,6 +3330,185 @@ local function refuse(check, label)
     return fail(403, "forbidden", "Not allowed to read " .. label)
 end
 
+-- ------------------------------------------------------------------ shared readers
+-- Each worker reads a Redis stream once for all of its subscribers of that stream: one
+-- reader (an ngx.timer running an XREAD BLOCK loop on its own connection) per stream with
+-- subscribers in this worker, started by the first subscriber and stopped after the last
+-- leaves. It keeps the newest RING entries, each with its SSE frame built once, and wakes
+-- the subscribers waiting on its semaphore. A subscriber copies frames from the ring to its
+-- client; one that is not in the ring (resuming from an older id, or fallen behind while its
+-- client was slow) reads its gap from Redis with a connection of its own (XRANGE), then
+-- takes the ring again at the entry after the last one it has. So a slow client holds up
+-- nobody, and every subscriber gets each entry once, in stream order.
+--
+-- A reader's ring holds every entry of the stream after `floor` up to `tail` (the id its
+-- next XREAD reads after), at positions first..last.
+local readers = {}
+
+local function make_entry(id, values)
+    for i = 1, #values, 2 do
+        if values[i] == "data" then
+            local raw = values[i + 1]
+            local body, data = data_json(raw), nil
+            if not body then
+                local event = cjson.decode(raw)
+                data = event and type(event.data) == "table" and event.data or false
+                body = data and cjson.encode(data)
+            end
+            return { id = id, raw = raw, data = data,
+                     frame = body and ("id: " .. id .. "\ndata: " .. body .. "\n\n") }
+        end
+    end
+    return { id = id }  -- no data: moves positions only
+end
+
+-- The entry's change row, decoded once per worker for the subscribers that filter.
+local function entry_data(entry)
+    local data = entry.data
+    if data == nil then
+        local event = entry.raw and cjson.decode(entry.raw)
+        data = event and type(event.data) == "table" and event.data or false
+        entry.data = data
+    end
+    return data
+end
+
+local function wake(reader)
+    local waiting = -reader.sema:count()
+    if waiting > 0 then
+        reader.sema:post(waiting)
+    end
+end
+
+local function append(reader, entry)
+    local last = reader.last + 1
+    if last - reader.first >= RING then
+        -- Full: the oldest entry leaves (its slot is the one the new entry takes).
+        reader.floor = reader.ring[reader.first % RING].id
+        reader.first = reader.first + 1
+    end
+    reader.ring[last % RING] = entry
+    reader.last = last
+end
+
+-- Where a subscriber that has everything up to `position` continues in the ring: the ring
+-- index of the newest entry at or before it; nil when entries after it have left the ring
+-- (read Redis first), false when the reader has not read that far yet (wait for it).
+local function ring_index(reader, position)
+    if not reader.tail then
+        return false
+    end
+    if id_less(position, reader.floor) then
+        return nil
+    end
+    if id_less(reader.tail, position) then
+        return false
+    end
+    local low, high = reader.first, reader.last
+    while low <= high do
+        local middle = math.floor((low + high) / 2)
+        if id_less(position, reader.ring[middle % RING].id) then
+            high = middle - 1
+        else
+            low = middle + 1
+        end
+    end
+    return high
+end
+
+local function run_reader(premature, reader)
+    local topic, label = reader.topic, reader.label
+    local red, pause = nil, 0.1
+    while not premature and reader.subscribers > 0 and not ngx.worker.exiting() do
+        local err
+        if not red then
+            red, err = connect()
+            if red and not reader.tail then
+                -- The ring starts after the newest entry; older ones are read from Redis by
+                -- the subscribers that want them.
+                local newest
+                newest, err = red:xrevrange(topic, "+", "-", "COUNT", 1)
+                if newest then
+                    reader.tail = (newest[1] and newest[1][1]) or "0-0"
+                    reader.floor = reader.tail
+                    wake(reader)
+                else
+                    red:close()
+                    red = nil
+                end
+            end
+            if not red then
+                ngx.log(ngx.WARN, "sse: reader of ", label, ": redis: ", err, "; retrying")
+                ngx.sleep(pause)
+                pause = math.min(pause * 2, 2)
+            end
+        else
+            local reply
+            reply, err = red:xread("COUNT", READ_COUNT, "BLOCK", READ_BLOCK_MS, "STREAMS", topic,
+                                   reader.tail)
+            metrics:incr("sse_reads\t" .. label, 1, 0)
+            if not reply then
+                -- Dropped or refused: read again after the same id on a new connection, so
+                -- the subscribers see neither a gap nor a repeat.
+                ngx.log(ngx.WARN, "sse: reader of ", label, ": redis read: ", err, "; reconnecting")
+                red:close()
+                red = nil
+            elseif reply ~= ngx.null then
+                pause = 0.1
+                local entries = reply[1][2]
+                local full = #entries >= READ_COUNT
+                -- Read after the entries: a trim that removed entries this reader had not
+                -- read yet is seen (the relay trims and records in one transaction).
+                local trimmed = full and gap_since(red, topic, reader.tail)
+                for i, raw_entry in ipairs(entries) do
+                    local entry = make_entry(raw_entry[1], raw_entry[2])
+                    if i == 1 and trimmed then
+                        entry.gap = trimmed  -- entries up to this id were removed unread
+                    end
+                    append(reader, entry)
+                end
+                if #entries > 0 then
+                    reader.tail = entries[#entries][1]
+                end
+                wake(reader)
+                if not full then
+                    -- A short pause lets the next read collect several events: fewer Redis
+                    -- round trips and fewer, larger writes to the clients under load.
+                    ngx.sleep(LINGER)
+                end
+            end
+        end
+    end
+    if red then
+        red:close()
+    end
+    reader.stopped = true
+    if readers[topic] == reader then
+        readers[topic] = nil
+    end
+    metrics:incr("sse_readers\t" .. label, -1, 0)
+    wake(reader)  -- subscribers still waiting (the worker is exiting) end their streams
+end
+
+-- The worker's reader of `topic`, started if it was not running; nil when no timer can be
+-- started (the worker is exiting).
+local function subscribe(topic, label)
+    local reader = readers[topic]
+    if not reader then
+        reader = { topic = topic, label = label, subscribers = 0, ring = {}, first = 1, last = 0,
+                   sema = semaphore.new(0) }
+        local ok, err = ngx.timer.at(0, run_reader, reader)
+        if not ok then
+            ngx.log(ngx.WARN, "sse: cannot start the reader of ", label, ": ", err)
+            return nil
+        end
+        metrics:incr("sse_readers\t" .. label, 1, 0)
+        readers[topic] = reader
+    end
+    reader.subscribers = reader.subscribers + 1
+    return reader
+end
+
 -- Sends the Redis stream `topic` as Server-Sent Events after checking that the caller may
 -- read `table` (as PostgREST decides). `label` names the stream in metrics.
 local function serve(label, topic, table, owner_column, shared_read, admins, columns, tenancy)
@@ -3349,6 +3561,7 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
         end
     end
     local actions, fields = filters_of(args)
+    -- Only these subscribers look into each event; the others send its frame as it is.
     local filtered = actions ~= nil or next(fields) ~= nil or owner ~= nil or tenant ~= nil
     -- Clock ticks let an event-time consumer (Arroyo) close windows when no change comes.
     local tick = args.ticks == "1" and ('{"table_name":' .. cjson.encode(table)
@@ -3359,14 +3572,27 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
         ngx.log(ngx.ERR, "sse: redis: ", err)
         return retry_later("unavailable", label)
     end
-    -- `check_gap`: whether the next read must look for trimmed entries. The relay trims and
-    -- records the newest trimmed id in one transaction, so the record is read after the
-    -- entries: a trim that happened before that read is always seen. A resuming client is
-    -- checked on its first read, a lagging one (a full batch) on every read.
+    -- `check_gap`: whether the next read from Redis must look for trimmed entries. The relay
+    -- trims and records the newest trimmed id in one transaction, so the record is read
+    -- after the entries: a trim that happened before that read is always seen. A resuming
+    -- client is checked on its first read, a lagging one (a full batch) on every read.
     local last, check_gap
     last, err, check_gap = starting_point(red, topic, args)
     if not last then
         return retry_later("unavailable", label)
+    end
+    local reader = subscribe(topic, label)
+    if not reader then
+        return retry_later("unavailable", label)
+    end
+    local aborted, counted = false, true
+    metrics:incr("sse_subscribers\t" .. label, 1, 0)
+    local function finish()
+        if counted then
+            counted = false
+            reader.subscribers = reader.subscribers - 1
+            metrics:incr("sse_subscribers\t" .. label, -1, 0)
+        end
     end
 
     ngx.header["Content-Type"] = "text/event-stream"
@@ -3386,70 +3612,115 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
     ngx.print("retry: ", math.random(RETRY_MIN_MS, RETRY_MAX_MS), "\nid: ", last, "\n\n")
     ngx.flush(true)
 
-    local aborted, counted = false, true
-    metrics:incr("sse_subscribers\t" .. label, 1, 0)
-    local function finish()
-        if counted then
-            counted = false
-            metrics:incr("sse_subscribers\t" .. label, -1, 0)
-        end
-    end
     ngx.on_abort(function()
         aborted = true
         finish()
         ngx.exit(499)
     end)
+    local function gap_event(trimmed)
+        -- Counted and logged: a consumer that cannot act on the event (Arroyo's source
+        -- skips it) still shows up in metrics and alerts (StreamGapAnnounced).
+        metrics:incr("sse_gaps\t" .. label, 1, 0)
+        ngx.log(ngx.WARN, "sse: gap on ", label, ": client resumed from ", last,
+                ", changes removed through ", trimmed)
+        -- No id (Last-Event-ID stays put); shaped like a clock tick so that consumers which
+        -- read every event as a change row (Arroyo's source) skip it.
+        return "event: gap\ndata: " .. cjson.encode({
+            table_name = table, action = TICK, commit_time = iso_now(),
+            gap = { last_event_id = last, trimmed_through = trimmed },
+        }) .. "\n\n"
+    end
+    -- Everything up to `last` is done; `index` is its place in the reader's ring once the
+    -- subscriber is there (nil: it reads Redis itself first).
+    local index = nil
+    local quiet_since = ngx.now()
     while not aborted do
-        local reply, read_err = red:xread("COUNT", BATCH, "BLOCK", HEARTBEAT_MS, "STREAMS",
-                                          topic, last)
-        if not reply then
-            ngx.log(ngx.WARN, "sse: redis read: ", read_err)
+        local out, events, checked = {}, 0, 0
+        if index and index < reader.first - 1 then
+            index = nil  -- fallen behind the ring while the client was slow
+            check_gap = true
+        end
+        if not index and not check_gap then
+            index = ring_index(reader, last)
+        end
+        if index and red then
+            red:set_keepalive(60000, 100)  -- in the ring: no Redis connection of its own
+            red = nil
+        end
+        local entries
+        if index == nil then
+            -- Not in the ring: the next entries after `last`, from Redis.
+            if not red then
+                red, err = connect()
+                if not red then
+                    ngx.log(ngx.WARN, "sse: redis: ", err)
+                    break
+                end
+            end
+            local reply
+            reply, err = red:xrange(topic, "(" .. last, "+", "COUNT", BATCH)
+            metrics:incr("sse_catchups\t" .. label, 1, 0)
+            if not reply then
+                ngx.log(ngx.WARN, "sse: redis read: ", err)
+                break
+            end
+            if check_gap or #reply >= BATCH then
+                local trimmed = gap_since(red, topic, last)
+                if trimmed then
+                    out[1] = gap_event(trimmed)
+                    last = trimmed
+                end
+                check_gap = false
+            end
+            entries = {}
+            for i, raw_entry in ipairs(reply) do
+                entries[i] = make_entry(raw_entry[1], raw_entry[2])
+            end
+            if #reply < BATCH then
+                index = ring_index(reader, entries[#entries] and entries[#entries].id or last)
+            end
+        elseif index and index < reader.last then
+            local upto = math.min(reader.last, index + BATCH)
+            entries = {}
+            for i = index + 1, upto do
+                entries[#entries + 1] = reader.ring[i % RING]
+            end
+            index = upto
+        end
+        if entries then
+            for _, entry in ipairs(entries) do
+                if entry.gap and id_less(last, entry.gap) then
+                    out[#out + 1] = gap_event(entry.gap)
+                end
+                last = entry.id
+                local frame = entry.frame
+                if frame and filtered then
+                    checked = checked + 1
+                    local data = entry_data(entry)
+                    if not (data and visible(data, actions, fields, owner, user, tenant,
+                                             tenant_id)) then
+                        frame = nil
+                    end
+                end
+                if frame then
+                    out[#out + 1] = frame
+                    events = events + 1
+                end
+            end
+            if checked > 0 then
+                metrics:incr("sse_filter_checks\t" .. label, checked, 0)
+            end
+        elseif reader.stopped then
             break
-        end
-        local out, events = {}, 0
-        local full = reply ~= ngx.null and #reply[1][2] >= BATCH
-        if check_gap or full then
-            local trimmed = gap_since(red, topic, last)
-            if trimmed then
-                -- Counted and logged: a consumer that cannot act on the event (Arroyo's
-                -- source skips it) still shows up in metrics and alerts (StreamGapAnnounced).
-                metrics:incr("sse_gaps\t" .. label, 1, 0)
-                ngx.log(ngx.WARN, "sse: gap on ", label, ": client resumed from ", last,
-                        ", changes removed through ", trimmed)
-                -- No id (Last-Event-ID stays put); shaped like a clock tick so that consumers
-                -- which read every event as a change row (Arroyo's source) skip it.
-                out[1] = "event: gap\ndata: " .. cjson.encode({
-                    table_name = table, action = TICK, commit_time = iso_now(),
-                    gap = { last_event_id = last, trimmed_through = trimmed },
-                }) .. "\n\n"
-            end
-            check_gap = false
-        end
-        if reply == ngx.null then
-            out[#out + 1] = ": heartbeat\n\n"
-            if tick then
-                out[#out + 1] = "data: " .. tick .. iso_now() .. '"}\n\n'
-            end
         else
-            for _, entry in ipairs(reply[1][2]) do
-                local id, values = entry[1], entry[2]
-                last = id
-                for i = 1, #values, 2 do
-                    if values[i] == "data" then
-                        local raw = values[i + 1]
-                        local body = not filtered and data_json(raw)
-                        if not body then
-                            local event = cjson.decode(raw)
-                            local data = event and event.data
-                            if data and visible(data, actions, fields, owner, user, tenant,
-                                                tenant_id) then
-                                body = data_json(raw) or cjson.encode(data)
-                            end
-                        end
-                        if body then
-                            out[#out + 1] = "id: " .. id .. "\ndata: " .. body .. "\n\n"
-                            events = events + 1
-                        end
+            -- Up to date: wait for the reader, or send a heartbeat when nothing was sent
+            -- for a heartbeat interval.
+            local wait = quiet_since + HEARTBEAT_MS / 1000 - ngx.now()
+            if wait <= 0 or not reader.sema:wait(wait) then
+                if ngx.now() - quiet_since >= HEARTBEAT_MS / 1000 - 0.001 then
+                    out[1] = ": heartbeat\n\n"
+                    if tick then
+                        out[2] = "data: " .. tick .. iso_now() .. '"}\n\n'
                     end
                 end
             end
@@ -3461,25 +3732,24 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
                 ngx.log(ngx.INFO, "sse: client gone: ", flush_err)
                 break
             end
+            quiet_since = ngx.now()
             if events > 0 then
                 metrics:incr("sse_events\t" .. label, events, 0)
             end
         end
-        -- On reload or shutdown the stream ends cleanly here (after at most one XREAD BLOCK,
-        -- i.e. one heartbeat interval, unless nginx's worker_shutdown_timeout closes it
-        -- first): the client reconnects, to a new worker, with the id of the last event it
-        -- got, so nothing is lost or repeated and the new configuration applies to it.
+        -- On reload or shutdown the stream ends cleanly here (within a second: the reader
+        -- stops after its current XREAD and wakes its subscribers), before nginx's
+        -- worker_shutdown_timeout would close it: the client reconnects, to a new worker, with
+        -- the id of the last event it got, so nothing is lost or repeated and the new
+        -- configuration applies to it.
         if ngx.worker.exiting() then
             break
         end
-        if reply ~= ngx.null and #reply[1][2] < BATCH then
-            -- A short pause lets the next read collect several events: far fewer Redis
-            -- round trips per subscriber under load, for at most LINGER of extra latency.
-            ngx.sleep(LINGER)
-        end
     end
     finish()
-    red:close()
+    if red then
+        red:set_keepalive(60000, 100)
+    end
 end
 
 function _M.sse(entity)
