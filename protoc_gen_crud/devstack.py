@@ -156,7 +156,8 @@ class PostgresServer:
 
 
 CLONE_NEWNET = 0x40000000
-TEST_HOSTS = ("crud", "database", "redis", "relay", "mesh", "arroyo", "proxy", "analytics")
+TEST_HOSTS = ("crud", "database", "redis", "relay", "mesh", "arroyo", "proxy", "analytics",
+              "graphql")
 
 
 class NetNamespace:

@@ -144,6 +144,11 @@ def toml_str(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def js(value: object) -> str:
+    """A JavaScript literal (string, number, boolean, array or object) of JSON data."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -168,6 +173,7 @@ def environment() -> jinja2.Environment:
         lua_str=lua_str,
         py_str=py_str,
         toml_str=toml_str,
+        js=js,
     )
     return env
 

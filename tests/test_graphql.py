@@ -1,0 +1,336 @@
+"""The `graphql` target live: the generated graphql/ folder on Node 22 (PostGraphile v5, the
+versions its lock file pins, installed by scripts/setup.sh --system) over the generated
+database on real PostgreSQL, reached through the generated gateway on real nginx.
+
+Expected answers come from each example's config (the model's access lists), as in
+tests/test_permissions.py, which checks the same matrix at the SQL layer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from protoc_gen_crud.targets import graphql as graphql_target
+
+from .support import (
+    EXAMPLES,
+    EXAMPLES_DIR,
+    ROOT,
+    call,
+    from_textproto,
+    model_of,
+    serving_gateway,
+    wait_port,
+    write_tree,
+)
+
+NODE = ROOT / "tests" / "graphql-node" / "node_modules" / ".bin" / "node"
+MODULES = ROOT / "build" / "graphql-server" / "node_modules"
+SECRET = "a-graphql-test-secret-of-32-bytes-or-more"
+PERSONAS = {
+    "anon": None,
+    "alice": {"role": "authenticated", "sub": "alice"},
+    "bob": {"role": "authenticated", "sub": "bob"},
+    "admin": {"role": "admin", "sub": "root"},
+}
+JSON = {"Content-Type": "application/json"}
+
+
+def token(claims: dict, secret: str = SECRET, **extra) -> str:
+    return jwt.encode({"exp": int(time.time()) + 600, **claims, **extra}, secret,
+                      algorithm="HS256")
+
+
+def headers_of(persona: str) -> dict[str, str]:
+    claims = PERSONAS[persona]
+    return JSON if claims is None else {**JSON, "Authorization": f"Bearer {token(claims)}"}
+
+
+class Api:
+    """The generated GraphQL server (on its own port) and the gateway in front of it."""
+
+    def __init__(self, netns, process: subprocess.Popen, log: Path, route: str):
+        self.netns, self.process, self.log, self.route = netns, process, log, route
+
+    def post(self, query: str, headers: dict[str, str], variables: dict | None = None):
+        body = json.dumps({"query": query, "variables": variables or {}})
+        return call(self.netns, "POST", self.route, headers=headers, body=body)
+
+    def run(self, persona: str, query: str, variables: dict | None = None) -> dict:
+        reply = self.post(query, headers_of(persona), variables)
+        assert reply.headers["content-type"].startswith("application/"), reply.headers
+        return reply.json()
+
+    def fields(self, persona: str) -> dict[str, set[tuple[str, str]]]:
+        """(field, type) pairs of Query and Mutation in this persona's schema."""
+        got = self.run(persona, "{ __schema { queryType { fields { name type { name ofType "
+                                "{ name } } } } mutationType { fields { name } } } }")
+        assert "data" in got, (persona, got)
+        schema = got["data"]["__schema"]
+        query = {(f["name"], f["type"]["name"] or (f["type"]["ofType"] or {}).get("name"))
+                 for f in schema["queryType"]["fields"]}
+        mutation = {(f["name"], "") for f in (schema["mutationType"] or {"fields": []})["fields"]}
+        return {"query": query, "mutation": mutation}
+
+
+def start_api(netns, files: dict[str, str], dsn_db: str, pg, folder: Path):
+    """Write graphql/ with the pinned node_modules beside it and start `node server.mjs`."""
+    if not NODE.exists() or not MODULES.is_dir():
+        pytest.fail("Node 22 or PostGraphile is not installed: run scripts/setup.sh --system")
+    out = write_tree({k: v for k, v in files.items() if k.startswith("graphql/")}, folder)
+    (out / "graphql" / "node_modules").symlink_to(MODULES, target_is_directory=True)
+    log = folder / "graphql.log"
+    env = {"PATH": "/usr/bin:/bin", "PGRST_JWT_SECRET": SECRET,
+           "CRUD_GRAPHQL_DATABASE_URL":
+               f"postgres://authenticator@127.0.0.1:{pg.port}/{dsn_db}",
+           "CRUD_GRAPHQL_HOST": "127.0.0.1"}
+    process = netns.popen(str(NODE), "server.mjs", cwd=str(out / "graphql"), env=env,
+                          stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    try:
+        wait_port(netns, graphql_target.PORT, timeout=90)
+    except TimeoutError:
+        process.kill()
+        raise AssertionError(log.read_text()) from None
+    return process, log
+
+
+@pytest.fixture
+def serve(test_host, database, tmp_path):
+    """serve(files) -> Api: migrates `files` into the test's database, starts the GraphQL
+    server and the gateway; everything is stopped after the test."""
+    started: list = []
+
+    def make(name: str) -> Api:
+        files = example_files(name)
+        done = database.migrate(files, tmp_path / "out",
+                                env={"PGRST_AUTHENTICATOR_PASSWORD": "x",
+                                     "CRUD_RELAY_PASSWORD": "x"})
+        assert done.returncode == 0, done.stderr
+        process, log = start_api(test_host, files, database.name, database.server,
+                                 tmp_path / "api")
+        started.append(process)
+        gateway = serving_gateway(test_host, tmp_path / "out" / "openresty")
+        gateway.__enter__()
+        started.append(gateway)
+        route = graphql_target.routes(model_of(name))[0]
+        return Api(test_host, process, log, route)
+
+    yield make
+    for item in reversed(started):
+        if isinstance(item, subprocess.Popen):
+            item.terminate()
+            try:
+                item.wait(10)
+            except subprocess.TimeoutExpired:
+                item.kill()
+        else:
+            item.__exit__(None, None, None)
+
+
+def example_files(name: str) -> dict[str, str]:
+    return from_textproto(EXAMPLES_DIR / name / f"{name}.textproto")
+
+
+def type_name(table: str, types: set[str]) -> str:
+    """PostGraphile's row type of a table: its name in PascalCase, singular."""
+    pascal = "".join(part.capitalize() for part in table.split("_"))
+    for candidate in (pascal, pascal.removesuffix("s")):
+        if candidate in types:
+            return candidate
+    raise AssertionError(f"no GraphQL type for {table} among {sorted(types)}")
+
+
+@pytest.mark.one_major
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_permission_matrix_over_graphql(name, serve):
+    """Anon, two users and an admin, every operation on every entity: allowed exactly when
+    the config allows it. Reads run; what a role may not do is not in its schema at all."""
+    backend = model_of(name)
+    api = serve(name)
+    roles = set(backend.api_roles)
+    personas = {p: c for p, c in PERSONAS.items()
+                if (backend.auth.anon_role if c is None else c["role"]) in roles}
+    schemas = {p: api.fields(p) for p in personas}
+    types = {t for s in schemas.values() for _, t in s["query"] if t}
+    checked = 0
+    for persona, claims in personas.items():
+        role = backend.auth.anon_role if claims is None else claims["role"]
+        schema = schemas[persona]
+        for entity in backend.entities:
+            row_type = type_name(entity.name, types | {t.removesuffix("Connection")
+                                                       for t in types})
+            lists = [f for f, t in schema["query"] if t == f"{row_type}Connection"]
+            mutations = {f for f, _ in schema["mutation"]}
+            for operation in ("read", "create", "update", "delete"):
+                allowed = (role in getattr(entity.access, operation)
+                           or role in entity.access.admin_roles)
+                if operation == "read":
+                    assert bool(lists) == allowed, (persona, entity.name, schema["query"])
+                    if allowed:
+                        got = api.run(persona, f"{{ {lists[0]} {{ totalCount }} }}")
+                        assert "errors" not in got, got
+                        assert got["data"][lists[0]]["totalCount"] >= 0
+                else:
+                    field = f"{operation}{row_type}"
+                    assert (field in mutations) == allowed, (persona, entity.name, field)
+                checked += 1
+    assert checked >= 4 * len(backend.entities) * 2
+
+
+def test_owners_see_only_their_rows(serve, database):
+    """storefront's customers: row-level security by user_id, admins exempt; the owner
+    column defaults to the caller; a database error keeps its SQLSTATE."""
+    api = serve("storefront")
+    create = ("mutation($email: String!) { createCustomer(input: {customer: "
+              "{email: $email, name: \"N\"}}) { customer { id email userId } } }")
+    made = {}
+    for persona in ("alice", "bob"):
+        got = api.run(persona, create, {"email": f"{persona}@x.io"})
+        assert "errors" not in got, got
+        row = got["data"]["createCustomer"]["customer"]
+        assert row["userId"] == persona
+        made[persona] = row["id"]
+    listing = "{ customers(orderBy: EMAIL_ASC) { nodes { id email } } }"
+    for persona, emails in (("alice", ["alice@x.io"]), ("bob", ["bob@x.io"]),
+                            ("admin", ["alice@x.io", "bob@x.io"])):
+        got = api.run(persona, listing)
+        assert [n["email"] for n in got["data"]["customers"]["nodes"]] == emails, persona
+    # Bob cannot read or change Alice's row, even by its key.
+    got = api.run("bob", "query($id: UUID!) { customer(id: $id) { email } }",
+                  {"id": made["alice"]})
+    assert got["data"]["customer"] is None
+    got = api.run("bob", "mutation($id: UUID!) { updateCustomer(input: {id: $id, "
+                         "patch: {name: \"x\"}}) { customer { id } } }",
+                  {"id": made["alice"]})
+    assert (got["data"]["updateCustomer"] or {}).get("customer") is None, got
+    assert database.query("SELECT name FROM shop.customer WHERE user_id = 'alice'") == [("N",)]
+    # Nor create a row in Alice's name: the policy's check is a database error, shown.
+    got = api.run("bob", "mutation { createCustomer(input: {customer: {email: \"e@x.io\", "
+                         "name: \"Eve\", userId: \"alice\"}}) { customer { id } } }")
+    assert got["errors"][0]["extensions"]["code"] == "42501", got
+    # A CHECK constraint: SQLSTATE and message as PostgreSQL gives them.
+    got = api.run("alice", "mutation { createCustomer(input: {customer: {email: \"no-at\", "
+                           "name: \"A\"}}) { customer { id } } }")
+    assert got["errors"][0]["extensions"]["code"] == "23514", got
+    assert "customer" in got["errors"][0]["message"]
+    # `id` is the primary key's own name (no Relay global id), usable as an argument.
+    got = api.run("admin", "query($id: UUID!) { customer(id: $id) { id email } }",
+                  {"id": made["bob"]})
+    assert got["data"]["customer"] == {"id": made["bob"], "email": "bob@x.io"}
+
+
+def test_tokens_are_checked_like_postgrest(serve, test_host):
+    api = serve("storefront")
+    query = json.dumps({"query": "{ products { totalCount } }"})
+    now = int(time.time())
+    bad = {
+        "wrong secret": token(PERSONAS["alice"], secret="another-secret-of-32-bytes-or-more!!"),
+        "expired": jwt.encode({**PERSONAS["alice"], "exp": now - 120}, SECRET,
+                              algorithm="HS256"),
+        "not yet valid": jwt.encode({**PERSONAS["alice"], "nbf": now + 600}, SECRET,
+                                    algorithm="HS256"),
+        "garbage": "not.a.token",
+        "unsigned": jwt.encode(PERSONAS["alice"], None, algorithm="none"),
+    }
+    for what, value in bad.items():
+        reply = call(test_host, "POST", api.route, body=query,
+                     headers={**JSON, "Authorization": f"Bearer {value}"})
+        assert reply.status == 401, (what, reply.status, reply.body)
+        assert reply.headers["content-type"].startswith("application/json")
+        assert reply.json()["errors"][0]["extensions"]["code"] == "PGRST301", what
+        assert "invalid_token" in reply.headers["www-authenticate"]
+        assert "x-request-id" in reply.headers  # through the gateway
+    # A role the authenticator cannot switch to is an error, never a fallback.
+    reply = call(test_host, "POST", api.route, body=query,
+                 headers={**JSON, "Authorization":
+                          f"Bearer {token({'role': 'superuser', 'sub': 'x'})}"})
+    assert reply.status == 400 and "superuser" in reply.json()["errors"][0]["message"]
+    # Without a role claim a user runs as authenticated; a token with neither, as anon.
+    for claims, can_order in (({"sub": "carol"}, True), ({}, False)):
+        got = api.post("{ __schema { queryType { fields { name } } } }",
+                       {**JSON, "Authorization": f"Bearer {token(claims)}"}).json()
+        names = {f["name"] for f in got["data"]["__schema"]["queryType"]["fields"]}
+        assert ("orderItems" in names) == can_order, (claims, sorted(names))
+
+
+def test_anon_schema_lacks_what_anon_may_not_do(serve):
+    api = serve("storefront")
+    anon = api.fields("anon")
+    admin = api.fields("admin")
+    anon_query = {f for f, _ in anon["query"]}
+    assert {"products", "product", "productsTrending"} <= anon_query
+    assert not anon_query & {"customers", "customer", "orderItems", "orderItem"}
+    assert anon["mutation"] == set()  # anon may change nothing, not even call restock
+    assert {"createProduct", "updateProduct", "deleteProduct", "productsRestock"} <= {
+        f for f, _ in admin["mutation"]}
+    got = api.run("anon", "mutation { createProduct(input: {product: {sku: \"x\"}}) "
+                          "{ product { id } } }")
+    assert "errors" in got and not (got.get("data") or {}).get("createProduct")
+
+
+def test_custom_endpoints_return_what_their_sql_returns(serve, database):
+    api = serve("storefront")
+    got = api.run("admin", "mutation { createProduct(input: {product: {sku: \"L-1\", "
+                           "name: \"Lamp\", price: \"10.50\", cost: \"4\"}}) "
+                           "{ product { id stock } } }")
+    assert "errors" not in got, got
+    product = got["data"]["createProduct"]["product"]
+    got = api.run("admin", "mutation { productsRestock(input: {sku: \"L-1\", amount: 5}) "
+                           "{ result { sku stock } } }")
+    assert "errors" not in got, got
+    rows = database.query("SELECT sku, stock FROM shop.product WHERE sku = 'L-1'")
+    assert got["data"]["productsRestock"]["result"] == [
+        {"sku": sku, "stock": stock} for sku, stock in rows]
+    assert rows == [("L-1", product["stock"] + 5)]
+    # A STABLE endpoint is a query field; its rows are the function's rows.
+    database.query("INSERT INTO shop.order_items (product_id, quantity, price) VALUES "
+                   "(%s, 2, 10.5), (%s, 1, 10.5)", (product["id"], product["id"]))
+    got = api.run("anon", "{ productsTrending { nodes { sku orderCount } } }")
+    assert "errors" not in got, got
+    expected = database.query("SELECT sku, order_count FROM shop.products_trending()")
+    assert [(n["sku"], int(n["orderCount"])) for n in got["data"]["productsTrending"]["nodes"]
+            ] == [(s, int(c)) for s, c in expected] == [("L-1", 2)]
+
+
+def test_gateway_applies_its_limits_and_json_errors(serve, test_host):
+    api = serve("storefront")
+    reply = call(test_host, "DELETE", api.route)
+    assert reply.status == 405 and reply.json()["code"] == "method_not_allowed"
+    big = json.dumps({"query": "{ products { totalCount } }", "pad": "x" * 70_000})
+    reply = call(test_host, "POST", api.route, body=big, headers=JSON)
+    assert reply.status == 413 and reply.json()["code"] == "payload_too_large"
+    reply = call(test_host, "OPTIONS", api.route,
+                 headers={"Origin": "https://shop.example",
+                          "Access-Control-Request-Method": "POST"})
+    assert reply.status == 204
+    assert reply.headers["access-control-allow-origin"] == "https://shop.example"
+    reply = call(test_host, "POST", api.route, body=json.dumps({"query": "{ products "
+                 "{ totalCount } }"}), headers={**JSON, "Origin": "https://shop.example"})
+    assert reply.status == 200 and reply.headers["x-request-id"]
+    assert reply.headers["access-control-allow-origin"] == "https://shop.example"
+    # Ruru (GraphiQL) is off outside development.
+    reply = call(test_host, "GET", api.route, headers={"Accept": "text/html"})
+    assert b"ruru" not in reply.body.lower()
+    # The GraphQL server down: the gateway's JSON error, as for the REST routes (nginx keeps
+    # the upstream's 502 with the @crud_upstream_unavailable body).
+    api.process.terminate()
+    api.process.wait(10)
+    reply = call(test_host, "POST", api.route, body="{}", headers=JSON)
+    assert reply.status == 502 and reply.json()["code"] == "unavailable", (reply.status, reply.body)
+
+
+def test_generated_files_are_plain_and_pinned():
+    files = example_files("storefront")
+    package = json.loads(files["graphql/package.json"])
+    lock = json.loads(files["graphql/package-lock.json"])
+    for name, version in package["dependencies"].items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), (name, version)
+        assert lock["packages"][f"node_modules/{name}"]["version"] == version
+    assert package["engines"]["node"] == ">=22"
