@@ -26,12 +26,14 @@ from pathlib import Path
 from . import builder, textproto
 from .cli import write_output
 from .devstack import (
+    GraphqlServer,
     LocalStack,
     NetNamespace,
     PostgresServer,
     RedisServer,
     TestHost,
     docs_assets,
+    graphql_runtime,
 )
 from .diagnostics import GenerationError
 from .generate import generate
@@ -92,6 +94,7 @@ class DevLoop:
         self.files: dict[str, str] = {}
         self.stack: LocalStack | None = None
         self.postgrest: subprocess.Popen | None = None
+        self.graphql: GraphqlServer | None = None
         self.seen = 0.0
 
     def start(self) -> DevLoop:
@@ -100,7 +103,27 @@ class DevLoop:
         self.seen = self.source.stat().st_mtime
         self.stack = LocalStack(self.out, self.host, self.pg, self.redis, self.database).up()
         self.start_postgrest()
+        self.start_graphql()
         return self
+
+    def start_graphql(self) -> None:
+        """The GraphQL API (graphql/ on Node 22), with Ruru, at <base_path>/graphql through
+        the gateway; it reads the schema at start, so it restarts when migrations or its
+        own files change."""
+        if not (self.out / "graphql" / "server.mjs").exists():
+            return
+        if graphql_runtime() is None:
+            log("Node 22 and PostGraphile are not installed (scripts/setup.sh --system): "
+                "<base_path>/graphql answers 502")
+            return
+        url = f"postgres://authenticator@127.0.0.1:{self.pg.port}/{self.database}"
+        env = {"PGRST_JWT_SECRET": os.environ.get("PGRST_JWT_SECRET", "d" * 32),
+               "CRUD_GRAPHQL_DEV": "1"}
+        try:
+            self.graphql = GraphqlServer(self.host, self.out / "graphql", url, env).start()
+        except RuntimeError as problem:
+            self.graphql = None
+            log(str(problem))
 
     def start_postgrest(self) -> None:
         binary = shutil.which("postgrest")
@@ -132,6 +155,12 @@ class DevLoop:
         if change.gateway and self.stack.gateway:
             self.stack.gateway.reload(self.out / "openresty")
             log("gateway reloaded")
+        if change.migrations or any(p.startswith("graphql/") for p in change.files):
+            if self.graphql:
+                self.graphql.stop()
+            self.start_graphql()
+            if self.graphql:
+                log("graphql restarted")
         if change.relay and self.stack.relay:
             self.stack.relay.kill(15)
             self.stack.start_relay()
@@ -146,6 +175,8 @@ class DevLoop:
         return self.apply()
 
     def stop(self) -> None:
+        if self.graphql:
+            self.graphql.stop()
         if self.postgrest and self.postgrest.poll() is None:
             self.postgrest.terminate()
             self.postgrest.wait(10)

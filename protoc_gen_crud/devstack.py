@@ -410,6 +410,80 @@ class RelayProcess:
         return self.log.read_text()
 
 
+def graphql_runtime() -> tuple[Path, Path] | None:
+    """Node 22 and the GraphQL API's installed packages: $CRUD_GRAPHQL_NODE and
+    $CRUD_GRAPHQL_MODULES, else what scripts/setup.sh --system installs in the checkout
+    (tests/graphql-node, build/graphql-server). None when either is missing."""
+    from .resources import templates_dir
+
+    root = templates_dir().parent
+    node = Path(os.environ.get("CRUD_GRAPHQL_NODE")
+                or root / "tests" / "graphql-node" / "node_modules" / ".bin" / "node")
+    modules = Path(os.environ.get("CRUD_GRAPHQL_MODULES")
+                   or root / "build" / "graphql-server" / "node_modules")
+    return (node, modules) if node.exists() and (modules / "postgraphile").is_dir() else None
+
+
+class GraphqlServer:
+    """The generated graphql/ folder on Node 22 inside a NetNamespace, serving on its port
+    (graphql:5678, where the gateway's upstream points). It runs from a copy, with the
+    installed packages linked beside it, so the generated folder stays as generated."""
+
+    PORT = 5678
+
+    def __init__(self, netns: NetNamespace, folder: Path, database_url: str,
+                 env: dict[str, str] | None = None):
+        runtime = graphql_runtime()
+        if runtime is None:
+            raise RuntimeError("Node 22 or PostGraphile is not installed; run "
+                               "scripts/setup.sh --system")
+        self.node, modules = runtime
+        self.netns, self.database_url, self.env = netns, database_url, env or {}
+        self.prefix = Path(tempfile.mkdtemp(prefix="crud-graphql-"))
+        shutil.copytree(folder, self.prefix, dirs_exist_ok=True)
+        (self.prefix / "node_modules").symlink_to(modules.resolve(), target_is_directory=True)
+        self.log = self.prefix / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> GraphqlServer:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "CRUD_GRAPHQL_DATABASE_URL": self.database_url,
+               "CRUD_GRAPHQL_HOST": "127.0.0.1", **self.env}
+        self.process = self.netns.popen(str(self.node), "server.mjs", cwd=str(self.prefix),
+                                        env=env, stdout=open(self.log, "ab"),  # noqa: SIM115
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if self._listening():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the GraphQL server did not start:\n" + self.output())
+
+    def _listening(self) -> bool:
+        import contextlib
+
+        with contextlib.suppress(OSError), self.netns.inside(), socket.socket() as probe:
+            probe.settimeout(0.5)
+            return probe.connect_ex(("127.0.0.1", self.PORT)) == 0
+        return False
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
 class LocalStack:
     """One generated backend running locally: its database on a PostgresServer (migrations
     applied with psql through the ledger), a RedisServer, crud-relay and the gateway.

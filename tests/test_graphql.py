@@ -9,30 +9,29 @@ tests/test_permissions.py, which checks the same matrix at the SQL layer.
 from __future__ import annotations
 
 import json
+import os
 import re
-import subprocess
+import shutil
 import time
 from pathlib import Path
 
 import jwt
 import pytest
 
+from protoc_gen_crud.devloop import DevLoop
+from protoc_gen_crud.devstack import GraphqlServer, graphql_runtime
 from protoc_gen_crud.targets import graphql as graphql_target
 
 from .support import (
     EXAMPLES,
     EXAMPLES_DIR,
-    ROOT,
     call,
     from_textproto,
     model_of,
     serving_gateway,
-    wait_port,
-    write_tree,
 )
+from .test_realtime import SseClient
 
-NODE = ROOT / "tests" / "graphql-node" / "node_modules" / ".bin" / "node"
-MODULES = ROOT / "build" / "graphql-server" / "node_modules"
 SECRET = "a-graphql-test-secret-of-32-bytes-or-more"
 PERSONAS = {
     "anon": None,
@@ -56,8 +55,8 @@ def headers_of(persona: str) -> dict[str, str]:
 class Api:
     """The generated GraphQL server (on its own port) and the gateway in front of it."""
 
-    def __init__(self, netns, process: subprocess.Popen, log: Path, route: str):
-        self.netns, self.process, self.log, self.route = netns, process, log, route
+    def __init__(self, netns, server: GraphqlServer, route: str):
+        self.netns, self.server, self.route = netns, server, route
 
     def post(self, query: str, headers: dict[str, str], variables: dict | None = None):
         body = json.dumps({"query": query, "variables": variables or {}})
@@ -80,25 +79,12 @@ class Api:
         return {"query": query, "mutation": mutation}
 
 
-def start_api(netns, files: dict[str, str], dsn_db: str, pg, folder: Path):
-    """Write graphql/ with the pinned node_modules beside it and start `node server.mjs`."""
-    if not NODE.exists() or not MODULES.is_dir():
+def start_graphql(netns, out: Path, database) -> GraphqlServer:
+    """The generated graphql/ on Node 22, logged in as the authenticator, like PostgREST."""
+    if graphql_runtime() is None:
         pytest.fail("Node 22 or PostGraphile is not installed: run scripts/setup.sh --system")
-    out = write_tree({k: v for k, v in files.items() if k.startswith("graphql/")}, folder)
-    (out / "graphql" / "node_modules").symlink_to(MODULES, target_is_directory=True)
-    log = folder / "graphql.log"
-    env = {"PATH": "/usr/bin:/bin", "PGRST_JWT_SECRET": SECRET,
-           "CRUD_GRAPHQL_DATABASE_URL":
-               f"postgres://authenticator@127.0.0.1:{pg.port}/{dsn_db}",
-           "CRUD_GRAPHQL_HOST": "127.0.0.1"}
-    process = netns.popen(str(NODE), "server.mjs", cwd=str(out / "graphql"), env=env,
-                          stdout=open(log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
-    try:
-        wait_port(netns, graphql_target.PORT, timeout=90)
-    except TimeoutError:
-        process.kill()
-        raise AssertionError(log.read_text()) from None
-    return process, log
+    url = f"postgres://authenticator@127.0.0.1:{database.server.port}/{database.name}"
+    return GraphqlServer(netns, out / "graphql", url, {"PGRST_JWT_SECRET": SECRET}).start()
 
 
 @pytest.fixture
@@ -113,25 +99,16 @@ def serve(test_host, database, tmp_path):
                                 env={"PGRST_AUTHENTICATOR_PASSWORD": "x",
                                      "CRUD_RELAY_PASSWORD": "x"})
         assert done.returncode == 0, done.stderr
-        process, log = start_api(test_host, files, database.name, database.server,
-                                 tmp_path / "api")
-        started.append(process)
+        server = start_graphql(test_host, tmp_path / "out", database)
+        started.append(server.stop)
         gateway = serving_gateway(test_host, tmp_path / "out" / "openresty")
         gateway.__enter__()
-        started.append(gateway)
-        route = graphql_target.routes(model_of(name))[0]
-        return Api(test_host, process, log, route)
+        started.append(lambda: gateway.__exit__(None, None, None))
+        return Api(test_host, server, graphql_target.routes(model_of(name))[0])
 
     yield make
-    for item in reversed(started):
-        if isinstance(item, subprocess.Popen):
-            item.terminate()
-            try:
-                item.wait(10)
-            except subprocess.TimeoutExpired:
-                item.kill()
-        else:
-            item.__exit__(None, None, None)
+    for stop in reversed(started):
+        stop()
 
 
 def example_files(name: str) -> dict[str, str]:
@@ -320,8 +297,7 @@ def test_gateway_applies_its_limits_and_json_errors(serve, test_host):
     assert b"ruru" not in reply.body.lower()
     # The GraphQL server down: the gateway's JSON error, as for the REST routes (nginx keeps
     # the upstream's 502 with the @crud_upstream_unavailable body).
-    api.process.terminate()
-    api.process.wait(10)
+    api.server.stop()
     reply = call(test_host, "POST", api.route, body="{}", headers=JSON)
     assert reply.status == 502 and reply.json()["code"] == "unavailable", (reply.status, reply.body)
 
@@ -334,3 +310,52 @@ def test_generated_files_are_plain_and_pinned():
         assert re.fullmatch(r"\d+\.\d+\.\d+", version), (name, version)
         assert lock["packages"][f"node_modules/{name}"]["version"] == version
     assert package["engines"]["node"] == ">=22"
+
+
+def test_make_dev_serves_graphql_and_its_changes_reach_sse(test_host, pg, redis_server,
+                                                           recording, tmp_path):
+    """`make dev` (DevLoop) starts the GraphQL API beside the gateway: a newcomer's create and
+    list work through <base_path>/graphql, the insert reaches an SSE subscriber through the
+    relay like any other change, and an edit of the .proto restarts it with the new column.
+    (The SSE read check goes to the PostgREST stand-in, `recording`.)"""
+    source = tmp_path / "src" / "product.proto"
+    source.parent.mkdir()
+    shutil.copy(EXAMPLES_DIR / "product" / "product.proto", source)
+    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_graphql")
+    loop.start()
+    try:
+        assert loop.graphql is not None, "make dev did not start the GraphQL API"
+        user = {**JSON, "Authorization": "Bearer " + jwt.encode(
+            {"sub": "dev", "role": "authenticated", "exp": int(time.time()) + 600},
+            "d" * 32, algorithm="HS256")}
+        client = SseClient("/stream/sse/product")
+        assert client.status == 200
+        create = json.dumps({"query": 'mutation { createProduct(input: {product: {name: "Lamp", '
+                                      'price: "10.50"}}) { product { id name price } } }'})
+        reply = call(test_host, "POST", "/api/v1/graphql", headers=user, body=create)
+        assert reply.status == 200, reply.body
+        made = reply.json()["data"]["createProduct"]["product"]
+        assert made["name"] == "Lamp"
+        reply = call(test_host, "POST", "/api/v1/graphql", headers=user,
+                     body=json.dumps({"query": "{ products { nodes { id name } } }"}))
+        assert reply.json()["data"]["products"]["nodes"] == [{"id": made["id"], "name": "Lamp"}]
+        (event,) = client.events(1, timeout=10)
+        client.close()
+        assert event[1]["action"] == "I" and event[1]["id"] == made["id"]
+        assert event[1]["name"] == "Lamp"
+        # Ruru, in development only.
+        page = call(test_host, "GET", "/api/v1/graphql", headers={"Accept": "text/html"})
+        assert page.status == 200 and b"ruru" in page.body.lower()
+
+        text = source.read_text()
+        last_brace = text.rstrip().rfind("}")
+        number = 1 + max(int(n) for n in re.findall(r"= (\d+)[;\s\[]", text))
+        source.write_text(text[:last_brace] + f"  optional string colour = {number};\n}}\n")
+        os.utime(source, (time.time() + 5, time.time() + 5))
+        change = loop.poll()
+        assert change is not None and change.migrations
+        reply = call(test_host, "POST", "/api/v1/graphql", headers=user,
+                     body=json.dumps({"query": "{ products { nodes { name colour } } }"}))
+        assert reply.json()["data"]["products"]["nodes"] == [{"name": "Lamp", "colour": None}]
+    finally:
+        loop.stop()
