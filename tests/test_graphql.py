@@ -18,6 +18,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from protoc_gen_crud import builder, textproto
 from protoc_gen_crud.devloop import DevLoop
 from protoc_gen_crud.devstack import GraphqlServer, graphql_runtime
 from protoc_gen_crud.targets import graphql as graphql_target
@@ -26,6 +27,7 @@ from .support import (
     EXAMPLES,
     EXAMPLES_DIR,
     call,
+    from_text,
     from_textproto,
     model_of,
     serving_gateway,
@@ -79,32 +81,39 @@ class Api:
         return {"query": query, "mutation": mutation}
 
 
-def start_graphql(netns, out: Path, database) -> GraphqlServer:
+def start_graphql(netns, out: Path, database, env: dict[str, str] | None = None
+                  ) -> GraphqlServer:
     """The generated graphql/ on Node 22, logged in as the authenticator, like PostgREST."""
     if graphql_runtime() is None:
         pytest.fail("Node 22 or PostGraphile is not installed: run scripts/setup.sh --system")
     url = f"postgres://authenticator@127.0.0.1:{database.server.port}/{database.name}"
-    return GraphqlServer(netns, out / "graphql", url, {"PGRST_JWT_SECRET": SECRET}).start()
+    return GraphqlServer(netns, out / "graphql", url,
+                         env if env is not None else {"PGRST_JWT_SECRET": SECRET}).start()
 
 
 @pytest.fixture
 def serve(test_host, database, tmp_path):
-    """serve(files) -> Api: migrates `files` into the test's database, starts the GraphQL
-    server and the gateway; everything is stopped after the test."""
+    """serve(example) or serve(config=textproto, env=...) -> Api: migrates the backend into
+    the test's database, starts the GraphQL server and the gateway; everything is stopped
+    after the test."""
     started: list = []
 
-    def make(name: str) -> Api:
-        files = example_files(name)
+    def make(name: str = "", config: str = "", env: dict[str, str] | None = None) -> Api:
+        if config:
+            files = from_text(config)
+            backend = builder.build(*textproto.load(config, "test.textproto"))
+        else:
+            files, backend = example_files(name), model_of(name)
         done = database.migrate(files, tmp_path / "out",
                                 env={"PGRST_AUTHENTICATOR_PASSWORD": "x",
                                      "CRUD_RELAY_PASSWORD": "x"})
         assert done.returncode == 0, done.stderr
-        server = start_graphql(test_host, tmp_path / "out", database)
+        server = start_graphql(test_host, tmp_path / "out", database, env)
         started.append(server.stop)
         gateway = serving_gateway(test_host, tmp_path / "out" / "openresty")
         gateway.__enter__()
         started.append(lambda: gateway.__exit__(None, None, None))
-        return Api(test_host, server, graphql_target.routes(model_of(name))[0])
+        return Api(test_host, server, graphql_target.routes(backend)[0])
 
     yield make
     for stop in reversed(started):
@@ -359,3 +368,91 @@ def test_make_dev_serves_graphql_and_its_changes_reach_sse(test_host, pg, redis_
         assert reply.json()["data"]["products"]["nodes"] == [{"name": "Lamp", "colour": None}]
     finally:
         loop.stop()
+
+
+def test_audit_columns_are_read_only(serve):
+    """created_at/updated_at (kept by the audit trigger) can be read but are in no create
+    or update input; the entity's own columns are."""
+    api = serve("storefront")
+    got = api.run("admin", '{ i: __type(name: "ProductInput") { inputFields { name } } '
+                           'p: __type(name: "ProductPatch") { inputFields { name } } '
+                           'r: __type(name: "Product") { fields { name } } }')
+    for key in ("i", "p"):
+        names = {f["name"] for f in got["data"][key]["inputFields"]}
+        assert {"sku", "name", "price"} <= names and not names & {"createdAt", "updatedAt"}
+    assert {"createdAt", "updatedAt"} <= {f["name"] for f in got["data"]["r"]["fields"]}
+
+
+OAUTH2 = """
+database { name: "notes" schema: "notes" }
+api { auth { type: AUTH_TYPE_OAUTH2 jwks_url: "https://idp.example/jwks"
+             audience: "https://api.notes.example" role_claim: ".app.db_role" } }
+entity {
+  name: "note"
+  fields { name: "body" type: SQL_TYPE_TEXT }
+  api { entity_path: "/notes" access { read: ["anon", "authenticated", "editor"]
+        create: ["authenticated", "editor"] update: ["editor"] delete: ["editor"] } }
+}
+entity {
+  name: "draft"
+  fields { name: "body" type: SQL_TYPE_TEXT }
+  api { entity_path: "/drafts" access { read: ["editor"] create: ["editor"]
+        update: ["editor"] delete: ["editor"] } }
+}
+"""
+
+
+def test_oauth2_key_set_audience_and_a_nested_role_claim(serve, test_host, tmp_path):
+    """AUTH_TYPE_OAUTH2 as PostgREST is configured for it: the provider's keys from the key
+    set file the `jwks` one-shot writes (with the service secret as an oct key), `aud`
+    required, the role at the claim path `.app.db_role`."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    service = "a-service-secret-of-at-least-32-bytes!"
+    oct_key = {"kty": "oct", "kid": "crud-service", "alg": "HS256",
+               "k": jwt.utils.base64url_encode(service.encode()).decode()}
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**public, "kid": "rsa-1", "alg": "RS256",
+                                          "use": "sig"}, oct_key]}))
+    api = serve(config=OAUTH2, env={"CRUD_GRAPHQL_JWKS_PATH": str(jwks)})
+    audience = "https://api.notes.example"
+    now = int(time.time())
+
+    def provider(claims: dict) -> dict[str, str]:
+        signed = jwt.encode({"exp": now + 600, **claims}, key, algorithm="RS256",
+                            headers={"kid": "rsa-1"})
+        return {**JSON, "Authorization": f"Bearer {signed}"}
+
+    def names(headers: dict[str, str]) -> set[str]:
+        reply = api.post("{ __schema { queryType { fields { name } } } }", headers)
+        assert reply.status == 200, reply.body
+        return {f["name"] for f in reply.json()["data"]["__schema"]["queryType"]["fields"]}
+
+    editor = provider({"sub": "ed", "aud": audience, "app": {"db_role": "editor"}})
+    assert {"notes", "drafts"} <= names(editor)
+    user = provider({"sub": "u", "aud": [audience, "other"]})
+    assert "notes" in names(user) and "drafts" not in names(user)
+    # The claim naming anon keeps a user anon (role_claim is not `role`): no create.
+    reply = api.post("mutation { createNote(input: {note: {body: \"x\"}}) { note { id } } }",
+                     provider({"sub": "u", "aud": audience, "app": {"db_role": "anon"}}))
+    assert reply.json()["errors"][0]["message"] == "No mutation type found in schema", reply.body
+    reply = api.post("mutation { createNote(input: {note: {body: \"x\"}}) { note { body } } }",
+                     user)
+    assert reply.json()["data"]["createNote"]["note"] == {"body": "x"}
+    # A service token, HS256 with the secret served as the oct key.
+    service_token = jwt.encode({"exp": now + 600, "aud": audience, "app": {"db_role": "editor"}},
+                               service, algorithm="HS256", headers={"kid": "crud-service"})
+    assert "drafts" in names({**JSON, "Authorization": f"Bearer {service_token}"})
+    for bad in (provider({"sub": "u"}),  # no aud
+                provider({"sub": "u", "aud": "https://elsewhere.example"}),
+                {**JSON, "Authorization": "Bearer " + jwt.encode(
+                    {"sub": "u", "aud": audience, "exp": now + 600},
+                    rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                    algorithm="RS256", headers={"kid": "rsa-1"})}):
+        reply = api.post("{ notes { totalCount } }", bad)
+        assert reply.status == 401, reply.body
+        assert reply.json()["errors"][0]["extensions"]["code"] == "PGRST301"
+    assert "notes" in names(JSON)  # no token: anon, who may read notes

@@ -31,6 +31,7 @@ from .postgrest import JWKS_PATH
 DIR = "graphql"
 PORT = 5678
 HOST = "graphql"  # the service name the gateway's upstream uses
+AUDIT = ("created_at", "updated_at")  # implicit columns the audit trigger maintains
 _UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
 
 
@@ -62,6 +63,8 @@ def render(backend: Backend) -> dict[str, str]:
         "port": PORT,
         "routes": routes(backend),
         "max_request_bytes": body_bytes(backend.rate_limit.max_body_size),
+        "read_only": {e.name: [c.name for c in e.columns if c.implicit and c.name in AUDIT]
+                      for e in backend.entities},
     }
     return {
         **npm_files(),

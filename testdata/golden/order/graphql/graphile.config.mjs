@@ -11,6 +11,7 @@
 // and filtering (`filter:`) on every column, indexed or not; custom endpoints are fields
 // named after their SQL functions (STABLE: queries, VOLATILE: mutations).
 import { makePgService } from "postgraphile/adaptors/pg";
+import { isSafeError } from "postgraphile/grafast";
 import { defaultMaskError } from "postgraphile/grafserv";
 import { PostGraphileAmberPreset } from "postgraphile/presets/amber";
 import { PgSimplifyInflectionPreset } from "@graphile/simplify-inflection";
@@ -35,11 +36,43 @@ const KeepIdPlugin = {
   },
 };
 
+// The audit columns each table's trigger keeps (created_at pinned, updated_at moved) are
+// read-only: in no create or update input.
+const READ_ONLY_COLUMNS = {"order": ["created_at", "updated_at"]};
+const ReadOnlyAuditColumnsPlugin = {
+  name: "CrudReadOnlyAuditColumnsPlugin",
+  version: "1.0.0",
+  schema: {
+    entityBehavior: {
+      pgCodecAttribute: {
+        inferred: {
+          after: ["postInferred"],
+          provides: ["crudReadOnly"],
+          callback(behavior, [codec, attributeName]) {
+            const pg = codec.extensions?.pg;
+            const readOnly = pg?.schemaName === SCHEMA
+              && (READ_ONLY_COLUMNS[pg.name] ?? []).includes(attributeName);
+            return readOnly ? [behavior, "-insert -update"] : behavior;
+          },
+        },
+      },
+    },
+  },
+};
+
 // Database errors (constraints, row-level security, permissions) reach the caller with their
-// SQLSTATE, message, detail and hint, as PostgREST shows them; anything else is masked (and
-// logged with an id).
+// SQLSTATE, message, detail and hint, as PostgREST shows them, and so do the errors Grafast
+// marks safe (such as "No mutation type found in schema" for a role that may change nothing,
+// which it wraps in a planning error); anything else is masked (and logged with an id).
 export function maskError(error) {
   const cause = error.originalError;
+  const safe = [cause, cause?.cause].find((e) => e != null && isSafeError(e));
+  if (safe !== undefined) {
+    return new error.constructor(safe.message, {
+      nodes: error.nodes, source: error.source, positions: error.positions, path: error.path,
+      originalError: safe, extensions: safe.extensions ?? {},
+    });
+  }
   if (cause && typeof cause.code === "string" && /^[0-9A-Z]{5}$/.test(cause.code)
       && typeof cause.severity === "string") {
     return new error.constructor(cause.message, {
@@ -60,7 +93,7 @@ export function presetFor(role, env = process.env) {
   return {
     extends: [PostGraphileAmberPreset, PgSimplifyInflectionPreset,
               PostGraphileConnectionFilterPreset],
-    plugins: [KeepIdPlugin],
+    plugins: [KeepIdPlugin, ReadOnlyAuditColumnsPlugin],
     // NodePlugin: Relay global ids; PgIndexBehaviorsPlugin: ordering and filtering only on
     // indexed columns.
     disablePlugins: ["NodePlugin", "PgIndexBehaviorsPlugin"],

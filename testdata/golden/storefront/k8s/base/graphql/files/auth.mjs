@@ -35,9 +35,27 @@ export class AuthError extends Error {
   }
 }
 
+// The key set's public keys verify the provider's tokens; its `oct` keys (the service
+// secret postgrest/jwks.py adds) verify HS256/384/512 tokens, as PostgREST's key store does.
+function keySet(path) {
+  const { keys } = JSON.parse(readFileSync(path, "utf8"));
+  const secrets = keys.filter((k) => k.kty === "oct");
+  const others = keys.filter((k) => k.kty !== "oct");
+  const provider = others.length ? createLocalJWKSet({ keys: others }) : null;
+  return async (header, token) => {
+    if (/^HS(256|384|512)$/.test(header.alg ?? "")) {
+      const secret = secrets.find((k) => k.kid === header.kid) ?? secrets[0];
+      if (secret === undefined) throw new Error("no secret key in the key set");
+      return Buffer.from(secret.k, "base64url");
+    }
+    if (provider === null) throw new Error("no public key in the key set");
+    return provider(header, token);
+  };
+}
+
 function verificationKey(env) {
   if (AUTH_TYPE === "OAUTH2") {
-    return createLocalJWKSet(JSON.parse(readFileSync(env.CRUD_GRAPHQL_JWKS_PATH || JWKS_PATH, "utf8")));
+    return keySet(env.CRUD_GRAPHQL_JWKS_PATH || JWKS_PATH);
   }
   const secret = env.PGRST_JWT_SECRET ?? "";
   if (secret.length < 32) {
