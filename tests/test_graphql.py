@@ -301,9 +301,11 @@ def test_gateway_applies_its_limits_and_json_errors(serve, test_host):
                  "{ totalCount } }"}), headers={**JSON, "Origin": "https://shop.example"})
     assert reply.status == 200 and reply.headers["x-request-id"]
     assert reply.headers["access-control-allow-origin"] == "https://shop.example"
-    # Ruru (GraphiQL) is off outside development.
+    # Ruru (GraphiQL) is off outside development, its files too.
     reply = call(test_host, "GET", api.route, headers={"Accept": "text/html"})
     assert b"ruru" not in reply.body.lower()
+    reply = call(test_host, "GET", f"{api.route}/ruru-static/ruru.min.js")
+    assert reply.status == 404
     # The GraphQL server down: the gateway's JSON error, as for the REST routes (nginx keeps
     # the upstream's 502 with the @crud_upstream_unavailable body).
     api.server.stop()
@@ -355,6 +357,14 @@ def test_make_dev_serves_graphql_and_its_changes_reach_sse(test_host, pg, redis_
         # Ruru, in development only.
         page = call(test_host, "GET", "/api/v1/graphql", headers={"Accept": "text/html"})
         assert page.status == 200 and b"ruru" in page.body.lower()
+        # It posts to the gateway's route and loads its files through the gateway, from
+        # nowhere else.
+        html = page.body.decode()
+        assert '"endpoint":"/api/v1/graphql"' in html.replace(" ", ""), html[:2000]
+        files = set(re.findall(r'(?:src|href)="([^"]+)"', html))
+        assert files and all(f.startswith("/api/v1/graphql/ruru-static/") for f in files), files
+        for path in files:
+            assert call(test_host, "GET", path).status == 200, path
 
         text = source.read_text()
         last_brace = text.rstrip().rfind("}")

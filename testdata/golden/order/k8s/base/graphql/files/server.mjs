@@ -2,14 +2,14 @@
 //
 // The GraphQL API: `node server.mjs` (Node 22 or newer) with CRUD_GRAPHQL_DATABASE_URL (the
 // authenticator's connection string) and PGRST_JWT_SECRET; listens on
-// CRUD_GRAPHQL_PORT (default 5678). POST /graphql runs a query as the caller's role
-// (auth.mjs) on that role's schema (graphile.config.mjs); GET /health answers once every
-// schema is built. The gateway serves it at /api/v1/graphql.
+// CRUD_GRAPHQL_PORT (default 5678). A POST to /api/v1/graphql (the gateway passes the
+// path on) runs a query as the caller's role (auth.mjs) on that role's schema
+// (graphile.config.mjs); GET /health answers once every schema is built.
 import { createServer } from "node:http";
 import { postgraphile } from "postgraphile";
 import { grafserv } from "postgraphile/grafserv/node";
 import { AuthError, makeAuthenticate } from "./auth.mjs";
-import { PORT, ROLES, presetFor } from "./graphile.config.mjs";
+import { GRAPHQL_PATH, PORT, ROLES, ROUTES, presetFor } from "./graphile.config.mjs";
 
 const authenticate = makeAuthenticate();
 const servers = new Map();
@@ -32,6 +32,9 @@ const server = createServer((req, res) => {
   const path = (req.url ?? "/").split("?")[0];
   if (path === "/health") {
     return reply(res, 200, { status: "ok" });
+  }
+  if (path !== GRAPHQL_PATH && ROUTES.includes(path)) {
+    req.url = GRAPHQL_PATH + (req.url ?? "").slice(path.length);
   }
   authenticate(req.headers.authorization).then((caller) => {
     const target = servers.get(caller.role);

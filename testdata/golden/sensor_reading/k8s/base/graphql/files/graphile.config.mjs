@@ -21,6 +21,11 @@ export const SCHEMA = "public";
 // Every role a request may run as; a token naming another role is refused.
 export const ROLES = ["anon", "authenticated"];
 export const PORT = 5678;
+// The gateway passes <base_path>/graphql on unchanged, so the API answers at the path the
+// browser sees (Ruru posts its queries there and loads its files below it); server.mjs
+// maps the other base paths' routes onto this one.
+export const GRAPHQL_PATH = "/api/v1/graphql";
+export const ROUTES = ["/api/v1/graphql"];
 
 // Without the Node plugin PostGraphile still renames a column called `id` to `rowId`, to
 // keep the name free for Relay; this keeps the column's own name.
@@ -104,7 +109,9 @@ export function presetFor(role, env = process.env) {
       pgSettingsForIntrospection: { role },
     })],
     grafserv: {
-      graphqlPath: "/graphql",
+      graphqlPath: GRAPHQL_PATH,
+      graphiqlPath: GRAPHQL_PATH,
+      graphiqlStaticPath: `${GRAPHQL_PATH}/ruru-static/`,
       // Ruru (GraphiQL) only in development (CRUD_GRAPHQL_DEV=1: make dev and the compose
       // override), never in production. grafserv 1.0 serves it on a GET of graphqlPath
       // whatever `graphiql` says, unless graphiqlOnGraphQLGET is off too.
