@@ -12,10 +12,12 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import jwt
+import psycopg
 import pytest
 
 from protoc_gen_crud import builder, textproto
@@ -27,10 +29,12 @@ from .support import (
     EXAMPLES,
     EXAMPLES_DIR,
     call,
+    chromium_argv,
     from_text,
     from_textproto,
     model_of,
     serving_gateway,
+    wait_port,
 )
 from .test_realtime import SseClient
 
@@ -466,3 +470,55 @@ def test_oauth2_key_set_audience_and_a_nested_role_claim(serve, test_host, tmp_p
         assert reply.status == 401, reply.body
         assert reply.json()["errors"][0]["extensions"]["code"] == "PGRST301"
     assert "notes" in names(JSON)  # no token: anon, who may read notes
+
+
+def test_ruru_from_make_dev_runs_a_query_in_chromium(test_host, pg, redis_server, recording,
+                                                     tmp_path):
+    """Headless Chromium (Debian's, in the test namespace, no route out) opens the query page
+    of `make dev` through the gateway, runs a query with the page's own button, and shows
+    the rows; every request the page made went to the gateway."""
+    source = tmp_path / "src" / "product.textproto"
+    source.parent.mkdir()
+    shutil.copy(EXAMPLES_DIR / "product" / "product.textproto", source)
+    source.write_text(source.read_text().replace('entity_path: "/products"',
+                                                 'entity_path: "/products"\n  access { read: '
+                                                 '["anon", "authenticated"] }', 1))
+    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_ruru")
+    loop.start()
+    browser = None
+    try:
+        assert loop.graphql is not None
+        with psycopg.connect(pg.dsn("dev_ruru"), autocommit=True) as conn:
+            conn.execute("INSERT INTO product (name, price) VALUES ('Ruru lamp', 3)")
+        node, _ = graphql_runtime()
+        port = 9333
+        browser = test_host.popen(*chromium_argv(tmp_path / "profile",
+                                                 f"--remote-debugging-port={port}",
+                                                 "--window-size=1280,900", "about:blank"),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(test_host, port, timeout=30)
+        shots = Path(os.environ.get("CRUD_SCREENSHOT_DIR") or tmp_path)
+        shots.mkdir(parents=True, exist_ok=True)
+        shot = shots / "graphql-ruru.png"
+        done = test_host.run(str(node), str(Path(__file__).parent / "graphql_page.mjs"),
+                             str(port), "http://127.0.0.1/api/v1/graphql",
+                             "{ products { nodes { name price } } }", str(shot), timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        seen = json.loads(done.stdout.strip().splitlines()[-1])
+        shown = json.loads(seen["result"].replace("\xa0", " ").split("\n}\n")[0] + "\n}")
+        assert shown == {"data": {"products": {"nodes": [{"name": "Ruru lamp",
+                                                          "price": "3"}]}}}, seen["result"]
+        # Inline data: URLs (the editor's fonts and workers) aside, everything went to the
+        # gateway (the page, its files below the route, the query; the browser's favicon).
+        fetched = [u for u in seen["requests"] if not u.startswith(("data:", "blob:"))]
+        assert fetched and [u for u in fetched if not u.startswith("http://127.0.0.1/")] == []
+        assert any(u.startswith("http://127.0.0.1/api/v1/graphql/ruru-static/")
+                   for u in fetched)
+        assert "http://127.0.0.1/api/v1/graphql" in fetched
+        picture = shot.read_bytes()
+        assert picture[:8] == b"\x89PNG\r\n\x1a\n" and len(picture) > 20_000
+    finally:
+        if browser is not None:
+            browser.terminate()
+            browser.wait(10)
+        loop.stop()
