@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -194,11 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", type=Path, default=Path("generated"))
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between checks")
     args = parser.parse_args(argv)
-    host = TestHost(name="crud-dev").enter()
-    pg, redis = PostgresServer().start(), RedisServer().start()
-    pg.wait_ready()
-    loop = DevLoop(args.source.resolve(), args.out.resolve(), host, pg, redis)
+    # SIGTERM (timeout, systemd, process managers) and SIGHUP (a closed terminal) stop it
+    # like Ctrl-C: every process it started is stopped and its namespace removed.
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, interrupted)
+    host = pg = redis = loop = None
     try:
+        host = TestHost(name=os.environ.get("CRUD_DEV_NETNS", "crud-dev")).enter()
+        pg, redis = PostgresServer().start(), RedisServer().start()
+        pg.wait_ready()
+        loop = DevLoop(args.source.resolve(), args.out.resolve(), host, pg, redis)
         loop.start()
         log(f"running in network namespace {host.name}: sudo ip netns exec {host.name} "
             "curl http://proxy/health ; watching " + str(args.source))
@@ -214,10 +223,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        loop.stop()
-        redis.cleanup()
-        pg.cleanup()
-        host.leave()
+        # Further signals must not cut the clean-up short.
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        if loop is not None:
+            loop.stop()
+        if redis is not None:
+            redis.cleanup()
+        if pg is not None:
+            pg.cleanup()
+        if host is not None:
+            host.leave()
+        log("stopped")
 
 
 if __name__ == "__main__":

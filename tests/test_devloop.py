@@ -5,10 +5,16 @@ relay and the gateway's master keep running."""
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psycopg
+import pytest
 
 from protoc_gen_crud.devloop import DevLoop, difference
 
@@ -81,3 +87,48 @@ def test_editing_the_proto_reaches_database_and_stream(test_host, pg, redis_serv
         assert loop.poll() is None and loop.files == before
     finally:
         loop.stop()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_stops_everything_make_dev_started(signal_number, tmp_path):
+    """Ctrl-C, SIGTERM (timeout, systemd) and SIGHUP (a closed terminal) stop `crud-dev`
+    cleanly: every process in its network namespace (PostgreSQL, Redis, the relay, nginx,
+    the GraphQL server) is gone afterwards, and so is the namespace."""
+    name = f"crudsig{os.getpid()}{int(signal_number)}"
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "crud-dev"),
+         str(EXAMPLES_DIR / "product" / "product.textproto"), "-o", str(tmp_path / "out")],
+        env={**os.environ, "CRUD_DEV_NETNS": name}, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 120
+        while "running in network namespace" not in seen:
+            assert time.monotonic() < deadline and process.poll() is None, seen
+            ready, _, _ = select.select([process.stderr], [], [], 1)
+            if ready:
+                seen += process.stderr.readline()
+        pids = {int(p) for p in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                               text=True, check=True).stdout.split()}
+        assert len(pids) >= 4, seen  # postgres (and its workers), redis, relay, nginx, node
+        process.send_signal(signal_number)
+        assert process.wait(60) == 0
+        rest = process.stderr.read()
+        assert "crud-dev: stopped" in rest, rest
+        assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                          text=True).stdout
+        alive = []
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except (ProcessLookupError, FileNotFoundError):
+                continue
+            # A zombie has ended; reaping it is its parent's (or PID 1's) business.
+            if "\nState:\tZ" not in status:
+                alive.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes()[:200]))
+        assert alive == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
