@@ -195,6 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-o", "--out", type=Path, default=Path("generated"))
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between checks")
     args = parser.parse_args(argv)
+    name = os.environ.get("CRUD_DEV_NETNS", "crud-dev")
+    if (Path("/run/netns") / name).exists():
+        held = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                              text=True).stdout.split()
+        if held:
+            log(f"already running: network namespace {name} holds processes "
+                f"{', '.join(held)}; stop that crud-dev first (Ctrl-C), or set CRUD_DEV_NETNS "
+                "to run a second one")
+            return 1
+        NetNamespace(name).delete()  # left behind by a crud-dev that was killed
     # SIGTERM (timeout, systemd, process managers) and SIGHUP (a closed terminal) stop it
     # like Ctrl-C: every process it started is stopped and its namespace removed.
     def interrupted(signum, frame):
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(number, interrupted)
     host = pg = redis = loop = None
     try:
-        host = TestHost(name=os.environ.get("CRUD_DEV_NETNS", "crud-dev")).enter()
+        host = TestHost(name=name).enter()
         pg, redis = PostgresServer().start(), RedisServer().start()
         pg.wait_ready()
         loop = DevLoop(args.source.resolve(), args.out.resolve(), host, pg, redis)

@@ -132,3 +132,35 @@ def test_a_signal_stops_everything_make_dev_started(signal_number, tmp_path):
             process.kill()
             process.wait(10)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+def test_a_second_make_dev_says_one_is_running(tmp_path):
+    """While one crud-dev runs, a second one with the same namespace says so and exits,
+    instead of failing on ports; the first keeps running."""
+    name = f"crudtwo{os.getpid()}"
+    env = {**os.environ, "CRUD_DEV_NETNS": name}
+    argv = [str(Path(sys.executable).parent / "crud-dev"),
+            str(EXAMPLES_DIR / "product" / "product.textproto")]
+    first = subprocess.Popen([*argv, "-o", str(tmp_path / "one")], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 120
+        while "running in network namespace" not in seen:
+            assert time.monotonic() < deadline and first.poll() is None, seen
+            ready, _, _ = select.select([first.stderr], [], [], 1)
+            if ready:
+                seen += first.stderr.readline()
+        second = subprocess.run([*argv, "-o", str(tmp_path / "two")], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"already running: network namespace {name}" in second.stderr, second.stderr
+        assert not (tmp_path / "two").exists()
+        assert first.poll() is None
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
