@@ -19,10 +19,12 @@ from pathlib import Path
 import jwt
 import psycopg
 import pytest
+import yaml
 
 from protoc_gen_crud import builder, textproto
 from protoc_gen_crud.devloop import DevLoop
 from protoc_gen_crud.devstack import GraphqlServer, graphql_runtime
+from protoc_gen_crud.targets import compose
 from protoc_gen_crud.targets import graphql as graphql_target
 
 from .support import (
@@ -35,6 +37,7 @@ from .support import (
     model_of,
     serving_gateway,
     wait_port,
+    write_tree,
 )
 from .test_realtime import SseClient
 
@@ -522,3 +525,49 @@ def test_ruru_from_make_dev_runs_a_query_in_chromium(test_host, pg, redis_server
             browser.terminate()
             browser.wait(10)
         loop.stop()
+
+
+def test_the_compose_service_installs_the_lock_once_and_serves(test_host, database, tmp_path):
+    """compose's `graphql` service command itself, run by sh on the generated graphql/
+    folder (its paths moved into tmp_path; npm offline, from the cache setup.sh's install
+    filled; Node 22 first on the PATH as in the image): it installs the pinned packages, starts
+    the server, which answers /health and a query; a second start installs nothing."""
+    files = example_files("storefront")
+    out = write_tree(files, tmp_path / "out")
+    assert database.migrate(files, tmp_path / "out").returncode == 0
+    service = yaml.safe_load(files["compose.yml"])["services"]["graphql"]
+    assert service["image"].startswith("node:22.") and service["depends_on"] == {
+        "database": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_healthy"}}
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    script = service["command"][2].replace("/src", str(out / "graphql")).replace(
+        compose.GRAPHQL_DIR, str(volume))
+    node, _ = graphql_runtime()
+    env = {**os.environ, **{k: v for k, v in service["environment"].items()
+                            if not v.startswith("${") and "${" not in v},
+           "PATH": f"{node.parent}:{os.environ['PATH']}", "npm_config_offline": "true",
+           "npm_config_update_notifier": "false", "PGRST_JWT_SECRET": SECRET,
+           "CRUD_GRAPHQL_DATABASE_URL": f"postgres://authenticator@127.0.0.1:"
+                                        f"{database.server.port}/{database.name}"}
+    for start in ("first", "second"):
+        log = tmp_path / f"{start}.log"
+        process = subprocess.Popen(["sh", "-c", script], env=env, stdout=open(log, "w"),  # noqa: SIM115
+                                   stderr=subprocess.STDOUT)
+        try:
+            wait_port(test_host, graphql_target.PORT, timeout=240)
+            assert call(test_host, "GET", "/health", port=graphql_target.PORT).json() == {
+                "status": "ok"}
+            reply = call(test_host, "POST", "/api/v1/graphql", port=graphql_target.PORT,
+                         headers=JSON, body=json.dumps({"query": "{ products { totalCount } }"}))
+            (count,) = database.query("SELECT count(*) FROM shop.product")[0]
+            assert reply.json() == {"data": {"products": {"totalCount": count}}}, reply.body
+        finally:
+            process.terminate()
+            process.wait(20)
+        wait_port(test_host, graphql_target.PORT, up=False)
+        installed = "added" in log.read_text()
+        assert installed == (start == "first"), log.read_text()
+    pinned = json.loads(files["graphql/package.json"])["dependencies"]["postgraphile"]
+    assert json.loads((volume / "node_modules" / "postgraphile" / "package.json").read_text()
+                      )["version"] == pinned
