@@ -89,9 +89,10 @@ class DevLoop:
     """One source file, its generated folder, and the stack running it."""
 
     def __init__(self, source: Path, out: Path, host: NetNamespace, pg: PostgresServer,
-                 redis: RedisServer, database: str = "crud_dev"):
+                 redis: RedisServer, database: str = "crud_dev", keep: bool = False):
         self.source, self.out = source, out
         self.host, self.pg, self.redis, self.database = host, pg, redis, database
+        self.keep = keep
         self.files: dict[str, str] = {}
         self.stack: LocalStack | None = None
         self.postgrest: subprocess.Popen | None = None
@@ -102,7 +103,8 @@ class DevLoop:
         self.files = generate_from(self.source)
         write_output(self.out, self.files)
         self.seen = self.source.stat().st_mtime
-        self.stack = LocalStack(self.out, self.host, self.pg, self.redis, self.database).up()
+        self.stack = LocalStack(self.out, self.host, self.pg, self.redis, self.database,
+                                keep=self.keep).up()
         self.start_postgrest()
         self.start_graphql()
         return self
@@ -185,6 +187,12 @@ class DevLoop:
             self.stack.down()
 
 
+def data_folder(out: Path) -> Path:
+    """Where make dev keeps its database and Redis between runs: `.crud-dev/<output folder's
+    name>` beside the output folder (ignored by git), so a restart keeps what was entered."""
+    return out.parent / ".crud-dev" / out.name
+
+
 def log(message: str) -> None:
     print(f"crud-dev: {message}", file=sys.stderr, flush=True)
 
@@ -194,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", type=Path, help="a .proto or crud.v1.Backend textproto")
     parser.add_argument("-o", "--out", type=Path, default=Path("generated"))
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between checks")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over with an empty database (deletes the data folder)")
     args = parser.parse_args(argv)
     name = os.environ.get("CRUD_DEV_NETNS", "crud-dev")
     if (Path("/run/netns") / name).exists():
@@ -214,13 +224,19 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(number, interrupted)
     host = pg = redis = loop = None
     try:
+        data = data_folder(args.out.resolve())
+        if args.fresh and data.exists():
+            shutil.rmtree(data)
+            log(f"--fresh: removed {data}")
         host = TestHost(name=name).enter()
-        pg, redis = PostgresServer().start(), RedisServer().start()
+        pg = PostgresServer(root=data / "postgres").start()
+        redis = RedisServer(folder=data / "redis").start()
         pg.wait_ready()
-        loop = DevLoop(args.source.resolve(), args.out.resolve(), host, pg, redis)
+        loop = DevLoop(args.source.resolve(), args.out.resolve(), host, pg, redis, keep=True)
         loop.start()
         log(f"running in network namespace {host.name}: sudo ip netns exec {host.name} "
-            "curl http://proxy/health ; watching " + str(args.source))
+            "curl http://proxy/health ; watching " + str(args.source) + f"; data in {data} "
+            "(--fresh starts over)")
         if docs_assets() is None:
             log("the API reference page's Swagger UI files are not installed (run "
                 "scripts/setup.sh --system): /docs says they are missing")

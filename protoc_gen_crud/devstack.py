@@ -72,11 +72,17 @@ def _as_user() -> list[str]:
 class PostgresServer:
     """A PostgreSQL cluster with wal_level=logical, trust auth on loopback."""
 
-    def __init__(self, settings: dict[str, str] | None = None, major: str | None = None):
+    def __init__(self, settings: dict[str, str] | None = None, major: str | None = None,
+                 root: Path | None = None):
         self.bin = postgres_bin(major)
         self.major = _major_of(self.bin)
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="crud-pg-"))
+        # With `root` the cluster lives there and outlives the server (make dev's data);
+        # else in a temporary folder removed by cleanup().
+        self.persistent = root is not None
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+        self.root = root or Path(tempfile.mkdtemp(prefix="crud-pg-"))
         self.data = self.root / "data"
         self.settings = {
             "wal_level": "logical",
@@ -100,11 +106,18 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
-        subprocess.run(
-            [*_as_user(), str(self.bin / "initdb"), "-D", str(self.data), "-U", self.superuser,
-             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
-            check=True, capture_output=True,
-        )
+            if self.persistent and subprocess.run([*_as_user(), "test", "-w", str(self.root)]
+                                                  ).returncode:
+                raise RuntimeError(f"the postgres user cannot reach {self.root} (a folder "
+                                   "above it is private); keep the output in a folder others "
+                                   "may enter")
+        if not (self.data / "PG_VERSION").exists():
+            subprocess.run(
+                [*_as_user(), str(self.bin / "initdb"), "-D", str(self.data), "-U",
+                 self.superuser, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+                 "--no-sync"],
+                check=True, capture_output=True,
+            )
         self._pg_ctl_start()
         return self
 
@@ -130,8 +143,16 @@ class PostgresServer:
         self._pg_ctl_start()
 
     def cleanup(self) -> None:
+        if self.persistent:
+            self.stop()  # a clean shutdown: the data stays for the next start
+            return
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def database_exists(self, name: str) -> bool:
+        done = self.run_psql("postgres", "-Atc",
+                             f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        return done.stdout.strip() == "1"
 
     def run_psql(self, dbname: str, *args: str, env: dict[str, str] | None = None,
                  cwd: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -337,9 +358,13 @@ class RedisServer:
     """redis-server as the stack runs it: append-only file fsynced every second (the relay
     confirms positions only after that window) and a password."""
 
-    def __init__(self, port: int = 6379, password: str = "test-redis-password"):
+    def __init__(self, port: int = 6379, password: str = "test-redis-password",
+                 folder: Path | None = None):
         self.port, self.password = port, password
-        self.dir = Path(tempfile.mkdtemp(prefix="crud-redis-"))
+        self.persistent = folder is not None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.dir = folder or Path(tempfile.mkdtemp(prefix="crud-redis-"))
         self.process: subprocess.Popen | None = None
 
     @property
@@ -379,6 +404,9 @@ class RedisServer:
             self.process.wait(20)
 
     def cleanup(self) -> None:
+        if self.persistent:
+            self.kill(15)  # SIGTERM: Redis writes its append-only file and exits
+            return
         self.kill(9)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -494,14 +522,19 @@ class LocalStack:
     """
 
     def __init__(self, generated: Path, host: NetNamespace, pg: PostgresServer,
-                 redis: RedisServer, database: str, env: dict[str, str] | None = None):
+                 redis: RedisServer, database: str, env: dict[str, str] | None = None,
+                 keep: bool = False):
         self.generated, self.host, self.pg, self.redis = generated, host, pg, redis
         self.database, self.env = database, env or {}
+        # keep: the database, its replication slot and the streams outlive down() (make
+        # dev's data folder); the next up() continues with them.
+        self.keep = keep
         self.relay: RelayProcess | None = None
         self.gateway: Gateway | None = None
 
     def up(self) -> LocalStack:
-        self.pg.create_database(self.database)
+        if not (self.keep and self.pg.database_exists(self.database)):
+            self.pg.create_database(self.database)
         self.migrate()
         self.start_relay()
         self.gateway = Gateway(self.host, self.generated / "openresty",
@@ -553,6 +586,8 @@ class LocalStack:
             self.gateway.stop()
         if self.relay:
             self.relay.kill(15)
+        if self.keep:
+            return
         slot = json.loads((self.generated / "relay" / "relay.json").read_text())["slot"]
         self.pg.run_psql("postgres", "-c", "SELECT pg_drop_replication_slot(slot_name) FROM "
                          f"pg_replication_slots WHERE slot_name = '{slot}'")
