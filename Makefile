@@ -14,4 +14,4 @@ test:
 # Needs root (network namespace) and the system packages of scripts/setup.sh --system.
 dev:
 	scripts/setup.sh --system
-	.venv/bin/crud-dev $(CONFIG) -o generated
+	.venv/bin/crud-dev $(CONFIG) -o generated $(ARGS)

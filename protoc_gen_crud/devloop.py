@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,12 +27,14 @@ from pathlib import Path
 from . import builder, textproto
 from .cli import write_output
 from .devstack import (
+    GraphqlServer,
     LocalStack,
     NetNamespace,
     PostgresServer,
     RedisServer,
     TestHost,
     docs_assets,
+    graphql_runtime,
 )
 from .diagnostics import GenerationError
 from .generate import generate
@@ -86,21 +89,44 @@ class DevLoop:
     """One source file, its generated folder, and the stack running it."""
 
     def __init__(self, source: Path, out: Path, host: NetNamespace, pg: PostgresServer,
-                 redis: RedisServer, database: str = "crud_dev"):
+                 redis: RedisServer, database: str = "crud_dev", keep: bool = False):
         self.source, self.out = source, out
         self.host, self.pg, self.redis, self.database = host, pg, redis, database
+        self.keep = keep
         self.files: dict[str, str] = {}
         self.stack: LocalStack | None = None
         self.postgrest: subprocess.Popen | None = None
+        self.graphql: GraphqlServer | None = None
         self.seen = 0.0
 
     def start(self) -> DevLoop:
         self.files = generate_from(self.source)
         write_output(self.out, self.files)
         self.seen = self.source.stat().st_mtime
-        self.stack = LocalStack(self.out, self.host, self.pg, self.redis, self.database).up()
+        self.stack = LocalStack(self.out, self.host, self.pg, self.redis, self.database,
+                                keep=self.keep).up()
         self.start_postgrest()
+        self.start_graphql()
         return self
+
+    def start_graphql(self) -> None:
+        """The GraphQL API (graphql/ on Node 22), with Ruru, at <base_path>/graphql through
+        the gateway; it reads the schema at start, so it restarts when migrations or its
+        own files change."""
+        if not (self.out / "graphql" / "server.mjs").exists():
+            return
+        if graphql_runtime() is None:
+            log("Node 22 and PostGraphile are not installed (scripts/setup.sh --system): "
+                "<base_path>/graphql answers 502")
+            return
+        url = f"postgres://authenticator@127.0.0.1:{self.pg.port}/{self.database}"
+        env = {"PGRST_JWT_SECRET": os.environ.get("PGRST_JWT_SECRET", "d" * 32),
+               "CRUD_GRAPHQL_DEV": "1"}
+        try:
+            self.graphql = GraphqlServer(self.host, self.out / "graphql", url, env).start()
+        except RuntimeError as problem:
+            self.graphql = None
+            log(str(problem))
 
     def start_postgrest(self) -> None:
         binary = shutil.which("postgrest")
@@ -132,6 +158,12 @@ class DevLoop:
         if change.gateway and self.stack.gateway:
             self.stack.gateway.reload(self.out / "openresty")
             log("gateway reloaded")
+        if change.migrations or any(p.startswith("graphql/") for p in change.files):
+            if self.graphql:
+                self.graphql.stop()
+            self.start_graphql()
+            if self.graphql:
+                log("graphql restarted")
         if change.relay and self.stack.relay:
             self.stack.relay.kill(15)
             self.stack.start_relay()
@@ -146,11 +178,19 @@ class DevLoop:
         return self.apply()
 
     def stop(self) -> None:
+        if self.graphql:
+            self.graphql.stop()
         if self.postgrest and self.postgrest.poll() is None:
             self.postgrest.terminate()
             self.postgrest.wait(10)
         if self.stack:
             self.stack.down()
+
+
+def data_folder(out: Path) -> Path:
+    """Where make dev keeps its database and Redis between runs: `.crud-dev/<output folder's
+    name>` beside the output folder (ignored by git), so a restart keeps what was entered."""
+    return out.parent / ".crud-dev" / out.name
 
 
 def log(message: str) -> None:
@@ -162,15 +202,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", type=Path, help="a .proto or crud.v1.Backend textproto")
     parser.add_argument("-o", "--out", type=Path, default=Path("generated"))
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between checks")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over with an empty database (deletes the data folder)")
     args = parser.parse_args(argv)
-    host = TestHost(name="crud-dev").enter()
-    pg, redis = PostgresServer().start(), RedisServer().start()
-    pg.wait_ready()
-    loop = DevLoop(args.source.resolve(), args.out.resolve(), host, pg, redis)
+    name = os.environ.get("CRUD_DEV_NETNS", "crud-dev")
+    if (Path("/run/netns") / name).exists():
+        held = subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                              text=True).stdout.split()
+        if held:
+            log(f"already running: network namespace {name} holds processes "
+                f"{', '.join(held)}; stop that crud-dev first (Ctrl-C), or set CRUD_DEV_NETNS "
+                "to run a second one")
+            return 1
+        NetNamespace(name).delete()  # left behind by a crud-dev that was killed
+    # SIGTERM (timeout, systemd, process managers) and SIGHUP (a closed terminal) stop it
+    # like Ctrl-C: every process it started is stopped and its namespace removed.
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, interrupted)
+    host = pg = redis = loop = None
     try:
+        data = data_folder(args.out.resolve())
+        if args.fresh and data.exists():
+            shutil.rmtree(data)
+            log(f"--fresh: removed {data}")
+        host = TestHost(name=name).enter()
+        pg = PostgresServer(root=data / "postgres").start()
+        redis = RedisServer(folder=data / "redis").start()
+        pg.wait_ready()
+        loop = DevLoop(args.source.resolve(), args.out.resolve(), host, pg, redis, keep=True)
         loop.start()
         log(f"running in network namespace {host.name}: sudo ip netns exec {host.name} "
-            "curl http://proxy/health ; watching " + str(args.source))
+            "curl http://proxy/health ; watching " + str(args.source) + f"; data in {data} "
+            "(--fresh starts over)")
         if docs_assets() is None:
             log("the API reference page's Swagger UI files are not installed (run "
                 "scripts/setup.sh --system): /docs says they are missing")
@@ -183,10 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        loop.stop()
-        redis.cleanup()
-        pg.cleanup()
-        host.leave()
+        # Further signals must not cut the clean-up short.
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_IGN)
+        if loop is not None:
+            loop.stop()
+        if redis is not None:
+            redis.cleanup()
+        if pg is not None:
+            pg.cleanup()
+        if host is not None:
+            host.leave()
+        log("stopped")
 
 
 if __name__ == "__main__":

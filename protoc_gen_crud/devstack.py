@@ -72,11 +72,17 @@ def _as_user() -> list[str]:
 class PostgresServer:
     """A PostgreSQL cluster with wal_level=logical, trust auth on loopback."""
 
-    def __init__(self, settings: dict[str, str] | None = None, major: str | None = None):
+    def __init__(self, settings: dict[str, str] | None = None, major: str | None = None,
+                 root: Path | None = None):
         self.bin = postgres_bin(major)
         self.major = _major_of(self.bin)
         self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="crud-pg-"))
+        # With `root` the cluster lives there and outlives the server (make dev's data);
+        # else in a temporary folder removed by cleanup().
+        self.persistent = root is not None
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+        self.root = root or Path(tempfile.mkdtemp(prefix="crud-pg-"))
         self.data = self.root / "data"
         self.settings = {
             "wal_level": "logical",
@@ -100,11 +106,18 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres")
-        subprocess.run(
-            [*_as_user(), str(self.bin / "initdb"), "-D", str(self.data), "-U", self.superuser,
-             "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync"],
-            check=True, capture_output=True,
-        )
+            if self.persistent and subprocess.run([*_as_user(), "test", "-w", str(self.root)]
+                                                  ).returncode:
+                raise RuntimeError(f"the postgres user cannot reach {self.root} (a folder "
+                                   "above it is private); keep the output in a folder others "
+                                   "may enter")
+        if not (self.data / "PG_VERSION").exists():
+            subprocess.run(
+                [*_as_user(), str(self.bin / "initdb"), "-D", str(self.data), "-U",
+                 self.superuser, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8",
+                 "--no-sync"],
+                check=True, capture_output=True,
+            )
         self._pg_ctl_start()
         return self
 
@@ -130,8 +143,16 @@ class PostgresServer:
         self._pg_ctl_start()
 
     def cleanup(self) -> None:
+        if self.persistent:
+            self.stop()  # a clean shutdown: the data stays for the next start
+            return
         self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def database_exists(self, name: str) -> bool:
+        done = self.run_psql("postgres", "-Atc",
+                             f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        return done.stdout.strip() == "1"
 
     def run_psql(self, dbname: str, *args: str, env: dict[str, str] | None = None,
                  cwd: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -156,7 +177,8 @@ class PostgresServer:
 
 
 CLONE_NEWNET = 0x40000000
-TEST_HOSTS = ("crud", "database", "redis", "relay", "mesh", "arroyo", "proxy", "analytics")
+TEST_HOSTS = ("crud", "database", "redis", "relay", "mesh", "arroyo", "proxy", "analytics",
+              "graphql")
 
 
 class NetNamespace:
@@ -336,9 +358,13 @@ class RedisServer:
     """redis-server as the stack runs it: append-only file fsynced every second (the relay
     confirms positions only after that window) and a password."""
 
-    def __init__(self, port: int = 6379, password: str = "test-redis-password"):
+    def __init__(self, port: int = 6379, password: str = "test-redis-password",
+                 folder: Path | None = None):
         self.port, self.password = port, password
-        self.dir = Path(tempfile.mkdtemp(prefix="crud-redis-"))
+        self.persistent = folder is not None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.dir = folder or Path(tempfile.mkdtemp(prefix="crud-redis-"))
         self.process: subprocess.Popen | None = None
 
     @property
@@ -378,6 +404,9 @@ class RedisServer:
             self.process.wait(20)
 
     def cleanup(self) -> None:
+        if self.persistent:
+            self.kill(15)  # SIGTERM: Redis writes its append-only file and exits
+            return
         self.kill(9)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -409,6 +438,80 @@ class RelayProcess:
         return self.log.read_text()
 
 
+def graphql_runtime() -> tuple[Path, Path] | None:
+    """Node 22 and the GraphQL API's installed packages: $CRUD_GRAPHQL_NODE and
+    $CRUD_GRAPHQL_MODULES, else what scripts/setup.sh --system installs in the checkout
+    (tests/graphql-node, build/graphql-server). None when either is missing."""
+    from .resources import templates_dir
+
+    root = templates_dir().parent
+    node = Path(os.environ.get("CRUD_GRAPHQL_NODE")
+                or root / "tests" / "graphql-node" / "node_modules" / ".bin" / "node")
+    modules = Path(os.environ.get("CRUD_GRAPHQL_MODULES")
+                   or root / "build" / "graphql-server" / "node_modules")
+    return (node, modules) if node.exists() and (modules / "postgraphile").is_dir() else None
+
+
+class GraphqlServer:
+    """The generated graphql/ folder on Node 22 inside a NetNamespace, serving on its port
+    (graphql:5678, where the gateway's upstream points). It runs from a copy, with the
+    installed packages linked beside it, so the generated folder stays as generated."""
+
+    PORT = 5678
+
+    def __init__(self, netns: NetNamespace, folder: Path, database_url: str,
+                 env: dict[str, str] | None = None):
+        runtime = graphql_runtime()
+        if runtime is None:
+            raise RuntimeError("Node 22 or PostGraphile is not installed; run "
+                               "scripts/setup.sh --system")
+        self.node, modules = runtime
+        self.netns, self.database_url, self.env = netns, database_url, env or {}
+        self.prefix = Path(tempfile.mkdtemp(prefix="crud-graphql-"))
+        shutil.copytree(folder, self.prefix, dirs_exist_ok=True)
+        (self.prefix / "node_modules").symlink_to(modules.resolve(), target_is_directory=True)
+        self.log = self.prefix / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> GraphqlServer:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "CRUD_GRAPHQL_DATABASE_URL": self.database_url,
+               "CRUD_GRAPHQL_HOST": "127.0.0.1", **self.env}
+        self.process = self.netns.popen(str(self.node), "server.mjs", cwd=str(self.prefix),
+                                        env=env, stdout=open(self.log, "ab"),  # noqa: SIM115
+                                        stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if self._listening():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("the GraphQL server did not start:\n" + self.output())
+
+    def _listening(self) -> bool:
+        import contextlib
+
+        with contextlib.suppress(OSError), self.netns.inside(), socket.socket() as probe:
+            probe.settimeout(0.5)
+            return probe.connect_ex(("127.0.0.1", self.PORT)) == 0
+        return False
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
 class LocalStack:
     """One generated backend running locally: its database on a PostgresServer (migrations
     applied with psql through the ledger), a RedisServer, crud-relay and the gateway.
@@ -419,14 +522,19 @@ class LocalStack:
     """
 
     def __init__(self, generated: Path, host: NetNamespace, pg: PostgresServer,
-                 redis: RedisServer, database: str, env: dict[str, str] | None = None):
+                 redis: RedisServer, database: str, env: dict[str, str] | None = None,
+                 keep: bool = False):
         self.generated, self.host, self.pg, self.redis = generated, host, pg, redis
         self.database, self.env = database, env or {}
+        # keep: the database, its replication slot and the streams outlive down() (make
+        # dev's data folder); the next up() continues with them.
+        self.keep = keep
         self.relay: RelayProcess | None = None
         self.gateway: Gateway | None = None
 
     def up(self) -> LocalStack:
-        self.pg.create_database(self.database)
+        if not (self.keep and self.pg.database_exists(self.database)):
+            self.pg.create_database(self.database)
         self.migrate()
         self.start_relay()
         self.gateway = Gateway(self.host, self.generated / "openresty",
@@ -478,6 +586,8 @@ class LocalStack:
             self.gateway.stop()
         if self.relay:
             self.relay.kill(15)
+        if self.keep:
+            return
         slot = json.loads((self.generated / "relay" / "relay.json").read_text())["slot"]
         self.pg.run_psql("postgres", "-c", "SELECT pg_drop_replication_slot(slot_name) FROM "
                          f"pg_replication_slots WHERE slot_name = '{slot}'")

@@ -160,6 +160,11 @@ def toml_str(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
+def js(value: object) -> str:
+    """A JavaScript literal (string, number, boolean, array or object) of JSON data."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 @functools.cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -185,6 +190,7 @@ def environment() -> jinja2.Environment:
         py_str=py_str,
         py_literal=py_literal,
         toml_str=toml_str,
+        js=js,
     )
     return env
 

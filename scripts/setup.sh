@@ -51,6 +51,27 @@ if [ "${1:-}" = "--system" ]; then
         (cd "$docs_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
         echo "$docs_want" > "$docs_dir/.crud-setup"
     fi
+    # The GraphQL API (PostGraphile v5, pinned in templates/static/graphql, the same lock file
+    # the generated graphql/ folder carries) and the Node 22 it needs (tests/graphql-node: the
+    # npm package node@22, whose install script fetches that exact Node build), for the tests
+    # and `make dev`. Debian's Node is older than PostGraphile's minimum.
+    node22_stamp=tests/graphql-node/node_modules/.crud-setup
+    node22_want=$(sha256sum tests/graphql-node/package-lock.json | cut -d' ' -f1)
+    if [ "$(cat "$node22_stamp" 2>/dev/null)" != "$node22_want" ] \
+        || ! tests/graphql-node/node_modules/.bin/node --version >/dev/null 2>&1; then
+        (cd tests/graphql-node && npm ci --no-audit --no-fund --loglevel=error)
+        echo "$node22_want" > "$node22_stamp"
+    fi
+    graphql_dir=build/graphql-server
+    graphql_want=$(cat templates/static/graphql/package.json \
+        templates/static/graphql/package-lock.json | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$graphql_dir/.crud-setup" 2>/dev/null)" != "$graphql_want" ]; then
+        rm -rf "$graphql_dir" && mkdir -p "$graphql_dir"
+        cp templates/static/graphql/package.json templates/static/graphql/package-lock.json \
+            "$graphql_dir/"
+        (cd "$graphql_dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+        echo "$graphql_want" > "$graphql_dir/.crud-setup"
+    fi
 fi
 
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then

@@ -4,16 +4,34 @@ relay and the gateway's master keep running."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg
+import pytest
 
 from protoc_gen_crud.devloop import DevLoop, difference
 
 from .support import EXAMPLES_DIR, call
 from .test_realtime import ADMIN, SseClient, token
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary folder the postgres user may enter (pytest's tmp_path is private), for
+    crud-dev runs, whose database lives beside their output; removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="crud-devtest-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_difference_names_the_parts_to_reload():
@@ -90,3 +108,144 @@ def test_editing_the_proto_reaches_database_and_stream(test_host, pg, redis_serv
         assert loop.poll() is None and loop.files == before
     finally:
         loop.stop()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_stops_everything_make_dev_started(signal_number, open_tmp):
+    """Ctrl-C, SIGTERM (timeout, systemd) and SIGHUP (a closed terminal) stop `crud-dev`
+    cleanly: every process in its network namespace (PostgreSQL, Redis, the relay, nginx,
+    the GraphQL server) is gone afterwards, and so is the namespace."""
+    name = f"crudsig{os.getpid()}{int(signal_number)}"
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "crud-dev"),
+         str(EXAMPLES_DIR / "product" / "product.textproto"), "-o", str(open_tmp / "out")],
+        env={**os.environ, "CRUD_DEV_NETNS": name}, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 120
+        while "running in network namespace" not in seen:
+            assert time.monotonic() < deadline and process.poll() is None, seen
+            ready, _, _ = select.select([process.stderr], [], [], 1)
+            if ready:
+                seen += process.stderr.readline()
+        pids = {int(p) for p in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
+                                               text=True, check=True).stdout.split()}
+        assert len(pids) >= 4, seen  # postgres (and its workers), redis, relay, nginx, node
+        process.send_signal(signal_number)
+        assert process.wait(60) == 0
+        rest = process.stderr.read()
+        assert "crud-dev: stopped" in rest, rest
+        assert name not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                          text=True).stdout
+        alive = []
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except (ProcessLookupError, FileNotFoundError):
+                continue
+            # A zombie has ended; reaping it is its parent's (or PID 1's) business.
+            if "\nState:\tZ" not in status:
+                alive.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes()[:200]))
+        assert alive == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+def test_a_second_make_dev_says_one_is_running(open_tmp):
+    """While one crud-dev runs, a second one with the same namespace says so and exits,
+    instead of failing on ports; the first keeps running."""
+    tmp_path = open_tmp
+    name = f"crudtwo{os.getpid()}"
+    env = {**os.environ, "CRUD_DEV_NETNS": name}
+    argv = [str(Path(sys.executable).parent / "crud-dev"),
+            str(EXAMPLES_DIR / "product" / "product.textproto")]
+    first = subprocess.Popen([*argv, "-o", str(tmp_path / "one")], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 120
+        while "running in network namespace" not in seen:
+            assert time.monotonic() < deadline and first.poll() is None, seen
+            ready, _, _ = select.select([first.stderr], [], [], 1)
+            if ready:
+                seen += first.stderr.readline()
+        second = subprocess.run([*argv, "-o", str(tmp_path / "two")], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert f"already running: network namespace {name}" in second.stderr, second.stderr
+        assert not (tmp_path / "two").exists()
+        assert first.poll() is None
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(10)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+def _start_dev(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "running in network namespace" not in seen:
+        assert time.monotonic() < deadline and process.poll() is None, seen
+        ready, _, _ = select.select([process.stderr], [], [], 1)
+        if ready:
+            seen += process.stderr.readline()
+    return process
+
+
+def test_make_dev_keeps_its_data_across_restarts_until_fresh(open_tmp):
+    """The database lives in .crud-dev/<output> beside the output folder: a row created
+    through the GraphQL API is still there after a SIGTERM and a new start; --fresh starts
+    over with an empty database."""
+    import jwt
+
+    from protoc_gen_crud.devstack import NetNamespace
+
+    tmp_path = open_tmp
+    name = f"crudkeep{os.getpid()}"
+    env = {**os.environ, "CRUD_DEV_NETNS": name, "PGRST_JWT_SECRET": "k" * 32}
+    argv = [str(Path(sys.executable).parent / "crud-dev"),
+            str(EXAMPLES_DIR / "product" / "product.textproto"), "-o", str(tmp_path / "out")]
+    token = jwt.encode({"sub": "dev", "role": "authenticated", "exp": int(time.time()) + 600},
+                       "k" * 32, algorithm="HS256")
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    netns = NetNamespace(name)
+
+    def graphql(query: str) -> dict:
+        return call(netns, "POST", "/api/v1/graphql", headers=headers,
+                    body=json.dumps({"query": query})).json()
+
+    names = "{ products(orderBy: NAME_ASC) { nodes { name } } }"
+    process = None
+    try:
+        process = _start_dev(argv, env)
+        before = [n["name"] for n in graphql(names)["data"]["products"]["nodes"]]
+        made = graphql('mutation { createProduct(input: {product: {name: "Kept lamp", '
+                       'price: "1"}}) { product { name } } }')
+        assert made["data"]["createProduct"]["product"] == {"name": "Kept lamp"}, made
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        assert (tmp_path / ".crud-dev" / "out" / "postgres").is_dir()
+
+        process = _start_dev(argv, env)
+        after = [n["name"] for n in graphql(names)["data"]["products"]["nodes"]]
+        assert after == sorted([*before, "Kept lamp"])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+
+        process = _start_dev([*argv, "--fresh"], env)
+        assert [n["name"] for n in graphql(names)["data"]["products"]["nodes"]] == before
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..model import Backend, Service
 from ..rendering import HEADER, dump_yaml
 from ..resources import static_text
-from . import observability, openresty, postgrest
+from . import graphql, observability, openresty, postgrest
 from .arroyo import TOKEN_VARIABLE
 from .observability import DAPR_METRICS_PORT
 from .relay import METRICS_PORT as RELAY_METRICS_PORT
@@ -31,6 +31,7 @@ IMAGES = {
     "arroyo-register": "python:3.12.8-alpine3.21",
     "tools": "busybox:1.37.0-musl",
     "docs": "node:22.12.0-alpine3.21",
+    "graphql": "node:22.12.0-alpine3.21",
     "prometheus": "prom/prometheus:v2.55.1",
     "grafana": "grafana/grafana:11.3.1",
     "loki": "grafana/loki:3.3.2",
@@ -58,6 +59,9 @@ TOOLS = "/tools/busybox"
 # The reference page's npm project (./docs) is installed into this folder of the `docs`
 # volume, which the gateway mounts read-only as its docs/ folder.
 DOCS_VOLUME_DIR = "/srv/docs"
+# The GraphQL API's npm install (./graphql's lock file) lives in this folder of the
+# `graphql-modules` volume; the generated .mjs files are mounted beside it read-only.
+GRAPHQL_DIR = "/srv/graphql"
 
 
 def required(name: str) -> str:
@@ -218,12 +222,14 @@ def services(backend: Backend) -> dict[str, dict]:
                     "./openresty/lua:/srv/gateway/lua:ro",
                     f"docs:/srv/gateway/{openresty.DOCS_DIR}:ro", "tools:/tools:ro"],
         "tmpfs": ["/srv/gateway/logs"],
-        "depends_on": {**_healthy("crud", "redis"), **tools,
+        # nginx resolves the GraphQL upstream's name when it starts: the service must be up.
+        "depends_on": {**_healthy("crud", "redis", "graphql"), **tools,
                        "docs": {"condition": "service_completed_successfully"}},
         "healthcheck": _healthcheck(backend, "proxy", _http_check("http://127.0.0.1/health")),
         "restart": "unless-stopped",
     }
     docs = docs_service(backend)
+    graphql_service = graphql_service_of(backend)
     tools_service = {
         "image": IMAGES["tools"],
         "command": ["cp", "/bin/busybox", TOOLS],
@@ -248,9 +254,11 @@ def services(backend: Backend) -> dict[str, dict]:
         result["jwks"] = jwks_service(backend, tools_service)
         crud["volumes"].append(f"jwks:{postgrest.JWKS_DIR}:ro")
         crud["depends_on"]["jwks"] = {"condition": "service_completed_successfully"}
+        graphql_service["volumes"].append(f"jwks:{postgrest.JWKS_DIR}:ro")
+        graphql_service["depends_on"]["jwks"] = {"condition": "service_completed_successfully"}
     crud["volumes"].append("tools:/tools:ro")
-    result.update({"redis": redis, "relay": relay, "crud": crud, "proxy": proxy,
-                   "mesh": mesh})
+    result.update({"redis": redis, "relay": relay, "crud": crud, "graphql": graphql_service,
+                   "proxy": proxy, "mesh": mesh})
     if backend.rules:
         result.update(arroyo_services(backend, tools))
     result.update(observability_services(backend, tools))
@@ -273,6 +281,38 @@ def docs_service(backend: Backend) -> dict:
         "command": ["sh", "-c", script],
         "volumes": [f"./{openresty.DOCS_DIR}:/src:ro", f"docs:{DOCS_VOLUME_DIR}"],
         "restart": "no",
+    }
+
+
+def graphql_service_of(backend: Backend) -> dict:
+    """The GraphQL API (graphql/server.mjs on Node 22): installs ./graphql's lock file into the
+    `graphql-modules` volume when it changed (no install scripts), then serves on its port,
+    which only the gateway reaches. It logs in as PostgREST's authenticator."""
+    db = backend.database
+    install = ("cp /src/package.json /src/package-lock.json . && npm ci --ignore-scripts "
+               "--omit=dev --no-audit --no-fund && cp package-lock.json installed.lock")
+    script = (f"cd {GRAPHQL_DIR} && {{ cmp -s /src/package-lock.json installed.lock || "
+              f"{{ rm -f installed.lock && {install}; }}; }} && cp /src/*.mjs . && "
+              "exec node server.mjs")
+    environment = {
+        "CRUD_GRAPHQL_DATABASE_URL": (f"postgres://{backend.auth.authenticator_role}:"
+                                      + required("PGRST_AUTHENTICATOR_PASSWORD")
+                                      + f"@database:{db.port}/{db.name}"),
+        "CRUD_GRAPHQL_PORT": str(graphql.PORT),
+        "NODE_ENV": "production",
+    }
+    if backend.auth.type == "JWT":
+        environment["PGRST_JWT_SECRET"] = required("PGRST_JWT_SECRET")
+    return {
+        "image": _image(backend, "graphql"),
+        "command": ["sh", "-c", script],
+        "environment": environment,
+        "volumes": [f"./{graphql.DIR}:/src:ro", f"graphql-modules:{GRAPHQL_DIR}"],
+        "depends_on": _healthy("database", "migrate"),
+        "healthcheck": {**_healthcheck(backend, "graphql", _http_check(
+            f"http://127.0.0.1:{graphql.PORT}/health", wget=("wget",))),
+                        "start_period": "60s"},
+        "restart": "unless-stopped",
     }
 
 
@@ -417,7 +457,8 @@ def observability_services(backend: Backend, tools: dict) -> dict[str, dict]:
 
 
 def compose(backend: Backend) -> dict:
-    volumes = {"database-data": {}, "redis-data": {}, "tools": {}, "docs": {}}
+    volumes = {"database-data": {}, "redis-data": {}, "tools": {}, "docs": {},
+               "graphql-modules": {}}
     if backend.rules:
         volumes["arroyo-data"] = {}
     if backend.auth.type == "OAUTH2":
@@ -443,6 +484,9 @@ def override(backend: Backend) -> dict:
                                  "-s", "reload"]},
         }]}},
         "migrate": {"develop": {"watch": [{"path": "./migrations", "action": "restart"}]}},
+        # Ruru (GraphiQL) in development only; a changed schema or config restarts it.
+        "graphql": {"environment": {"CRUD_GRAPHQL_DEV": "1", "NODE_ENV": "development"},
+                    "develop": {"watch": [{"path": f"./{graphql.DIR}", "action": "restart"}]}},
         # A new lock file (a newer protoc-gen-crud) installs the page's files again.
         "docs": {"develop": {"watch": [{"path": f"./{openresty.DOCS_DIR}",
                                         "action": "restart"}]}},

@@ -26,7 +26,7 @@ from ..aggregates import PIPELINE_ROLE
 from ..model import Backend, Endpoint, Entity
 from ..rendering import GENERATED
 from ..rendering import render as render_template
-from . import openapi
+from . import graphql, openapi
 from .postgrest import SERVER_PORT
 from .relay import TRIMMED_SUFFIX, topic
 
@@ -184,6 +184,8 @@ def render(backend: Backend) -> dict[str, str]:
         if rate.requests_per_second else 1,
         "bases": bases,
         "upstream": f"{UPSTREAM_HOST}:{SERVER_PORT}",
+        "graphql_upstream": f"{graphql.HOST}:{graphql.PORT}",
+        "graphql_routes": graphql.routes(backend),
         "listen_port": LISTEN_PORT,
         "metrics_port": METRICS_PORT,
         "public_read": sorted(e.name for e in backend.entities

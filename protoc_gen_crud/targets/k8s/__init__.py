@@ -15,8 +15,8 @@ from ...model import Backend
 from ...rendering import HEADER, dump_yaml
 from . import arroyo, common, dapr, database, kustomize, readme, services
 
-FOLDERS = ("postgres", "migrations", "postgrest", "gateway", "relay", "redis", "dapr",
-           "arroyo")
+FOLDERS = ("postgres", "migrations", "postgrest", "graphql", "gateway", "relay", "redis",
+           "dapr", "arroyo")
 
 
 def base_objects(backend: Backend) -> dict[str, list]:

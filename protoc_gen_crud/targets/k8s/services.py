@@ -8,7 +8,7 @@ stay one process per replication slot, and Redis is one instance with an append-
 from __future__ import annotations
 
 from ...model import Backend
-from .. import openresty, postgrest
+from .. import graphql, openresty, postgrest
 from .. import relay as relay_target
 from ..compose import IMAGES
 from ..observability import DAPR_METRICS_PORT
@@ -17,6 +17,7 @@ from ..relay import RELAY_ROLE
 from . import common as c
 
 POSTGREST_UID = 1000  # the postgrest image's own user
+NODE_UID = 1000  # the node image's `node` user
 NOBODY = 65534
 RELAY_UID = 10001  # relay/Dockerfile's user
 REDIS_UID = 999  # the redis image's `redis` user
@@ -134,6 +135,92 @@ def postgrest_objects(backend: Backend) -> list[c.Resource]:
         c.service(openresty.UPSTREAM_HOST, "postgrest", [("http", postgrest.SERVER_PORT),
                                                          ("admin", postgrest.ADMIN_PORT)]),
         c.pdb("postgrest", "postgrest"),
+    ]
+
+
+def graphql_objects(backend: Backend) -> list[c.Resource]:
+    """The GraphQL API (graphql/ as its target writes it) on Node 22: an init container
+    installs the pinned lock file (no install scripts) and copies the files into the pod's
+    own volume, where `node server.mjs` runs as the node image's user. It logs in as the
+    authenticator, like PostgREST; the gateway reaches it as `graphql`."""
+    files = {k.removeprefix(f"{graphql.DIR}/"): v for k, v in graphql.render(backend).items()}
+    if backend.auth.type == "OAUTH2":
+        files["jwks.py"] = postgrest.render(backend)[postgrest.JWKS_SCRIPT]
+    config_name = "graphql-" + c.digest(*files.values())
+    db = backend.database
+    app = "/srv/graphql"
+    env = [
+        c.secret_env("PGRST_AUTHENTICATOR_PASSWORD", c.AUTHENTICATOR_SECRET, "password"),
+        {"name": "CRUD_GRAPHQL_DATABASE_URL",
+         "value": (f"postgres://{backend.auth.authenticator_role}:$(PGRST_AUTHENTICATOR_PASSWORD)"
+                   f"@{c.PRIMARY}:{c.PG_PORT}/{db.name}")},
+        {"name": "CRUD_GRAPHQL_PORT", "value": str(graphql.PORT)},
+        {"name": "NODE_ENV", "value": "production"},
+    ]
+    if backend.auth.type == "JWT":
+        env.append(c.secret_env("PGRST_JWT_SECRET", c.JWT_SECRET, "PGRST_JWT_SECRET"))
+    sources = sorted(k for k in files if k != "jwks.py")
+    volumes = [
+        {"name": "config", "configMap": {"name": config_name, "items": [
+            {"key": key, "path": key} for key in sources]}},
+        {"name": "app", "emptyDir": {"sizeLimit": "256Mi"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+    ]
+    install = (f"cp /src/* {app}/ && cd {app} && npm ci --ignore-scripts --omit=dev "
+               "--no-audit --no-fund")
+    init = [{
+        "name": "install", "image": IMAGES["graphql"],
+        "command": ["sh", "-c", install],
+        "env": [{"name": "HOME", "value": "/tmp"}],
+        "volumeMounts": [{"name": "config", "mountPath": "/src", "readOnly": True},
+                         {"name": "app", "mountPath": app}, {"name": "tmp", "mountPath": "/tmp"}],
+        "resources": c.resources("100m", "256Mi", "1", "512Mi"),
+        "securityContext": c.secure(NODE_UID),
+    }]
+    mounts = [{"name": "app", "mountPath": app, "readOnly": True},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    if backend.auth.type == "OAUTH2":
+        # The key set PostgREST verifies with, fetched and checked the same way.
+        volumes += [{"name": "jwks", "emptyDir": {"sizeLimit": "1Mi"}},
+                    {"name": "jwks-script", "configMap": {"name": config_name, "items": [
+                        {"key": "jwks.py", "path": "jwks.py"}]}}]
+        mounts.append({"name": "jwks", "mountPath": postgrest.JWKS_DIR, "readOnly": True})
+        init.append({
+            "name": "jwks", "image": IMAGES["jwks"],
+            "command": ["python", "/etc/crud/jwks.py", "--out", postgrest.JWKS_PATH,
+                        backend.auth.jwks_url],
+            "env": [c.secret_env("PGRST_JWT_SECRET", c.JWT_SECRET, "PGRST_JWT_SECRET",
+                                 optional=not backend.rules)],
+            "volumeMounts": [{"name": "jwks", "mountPath": postgrest.JWKS_DIR},
+                             {"name": "jwks-script", "mountPath": "/etc/crud",
+                              "readOnly": True}],
+            "resources": c.resources("50m", "64Mi", "200m", "128Mi"),
+            "securityContext": c.secure(NOBODY),
+        })
+    container = {
+        "name": "graphql", "image": IMAGES["graphql"],
+        "command": ["node", "server.mjs"],
+        "workingDir": app,
+        "env": env,
+        "ports": [{"name": "http", "containerPort": graphql.PORT, "protocol": "TCP"}],
+        "readinessProbe": c.http_probe("/health", "http", period=5),
+        "livenessProbe": c.http_probe("/health", "http", period=10, delay=30),
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+        "volumeMounts": mounts,
+        "resources": c.resources("100m", "256Mi", "1", "768Mi"),
+        "securityContext": c.secure(NODE_UID),
+    }
+    pod = {
+        "securityContext": c.pod_security(NODE_UID),
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
+        "initContainers": init, "containers": [container], "volumes": volumes,
+    }
+    return [
+        c.config_map_files(config_name, "graphql", files),
+        _deployment("graphql", "graphql", 2, pod),
+        c.service(graphql.HOST, "graphql", [("http", graphql.PORT)]),
+        c.pdb("graphql", "graphql"),
     ]
 
 
@@ -325,5 +412,6 @@ def redis_objects(backend: Backend) -> list[dict]:
 
 
 def render(backend: Backend) -> dict[str, list[c.Resource]]:
-    return {"postgrest": postgrest_objects(backend), "gateway": gateway_objects(backend),
+    return {"postgrest": postgrest_objects(backend), "graphql": graphql_objects(backend),
+            "gateway": gateway_objects(backend),
             "relay": relay_objects(backend), "redis": redis_objects(backend)}

@@ -77,18 +77,33 @@ def cloud_event(event_id: str, data: dict, table: Table, source: str, pubsub: st
     `data` is always the last key: the gateway forwards its bytes to SSE clients unchanged.
     A tenant-scoped entity's events carry the row's tenant (a deleted row's: `data` holds
     it) as the `tenant` extension attribute, a string as CloudEvents requires.
+
+    The envelope is the same JSON object as a dict in this key order would serialize to,
+    written from parts: the per-table parts are serialized once (envelope_parts), each
+    event serializes only its id, time, tenant and data.
     """
-    envelope = {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": source,
-        "type": f"crud.{table.entity}.{TYPES[data['action']]}",
-        "datacontenttype": "application/json",
-        "time": data["commit_time"],
-        "topic": table.topic,
-        "pubsubname": pubsub,
-    }
+    head, middle, after_time = envelope_parts(table, source, pubsub, data["action"])
+    tenant = b""
     if table.tenant and data.get(table.tenant) is not None:
-        envelope["tenant"] = str(data[table.tenant])
-    envelope["data"] = data
-    return orjson.dumps(envelope)
+        tenant = b',"tenant":' + orjson.dumps(str(data[table.tenant]))
+    return (head + orjson.dumps(event_id) + middle + orjson.dumps(data["commit_time"])
+            + after_time + tenant + b',"data":' + orjson.dumps(data) + b"}")
+
+
+_PARTS: dict[tuple[str, str, str, str, str], tuple[bytes, bytes, bytes]] = {}
+
+
+def envelope_parts(table: Table, source: str, pubsub: str,
+                   action: str) -> tuple[bytes, bytes, bytes]:
+    """The envelope's constant JSON for one table, source, pubsub and action: before `id`,
+    between `id` and `time`, and after `time` (`topic`, `pubsubname`)."""
+    key = (table.entity, table.topic, source, pubsub, action)
+    parts = _PARTS.get(key)
+    if parts is None:
+        parts = _PARTS[key] = (
+            b'{"specversion":"1.0","id":',
+            b',"source":' + orjson.dumps(source) + b',"type":'
+            + orjson.dumps(f"crud.{table.entity}.{TYPES[action]}")
+            + b',"datacontenttype":"application/json","time":',
+            b',"topic":' + orjson.dumps(table.topic) + b',"pubsubname":' + orjson.dumps(pubsub))
+    return parts

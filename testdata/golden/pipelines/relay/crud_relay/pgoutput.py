@@ -15,17 +15,21 @@ _INT32 = struct.Struct("!i")
 _UINT32 = struct.Struct("!I")
 _INT64 = struct.Struct("!q")
 _UINT64 = struct.Struct("!Q")
+# Begin (final LSN, commit time, xid) and Commit (flags, commit LSN, end LSN, commit time)
+# read in one call each: with one-row transactions they are two of every three messages.
+_BEGIN = struct.Struct("!QqI")
+_COMMIT = struct.Struct("!bQQq")
 UNCHANGED = object()  # an unchanged TOASTed value the server did not resend
 
 
-@dataclass
+@dataclass(slots=True)
 class Begin:
     final_lsn: int
     commit_time: int  # microseconds since 2000-01-01 UTC
     xid: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Commit:
     commit_lsn: int
     end_lsn: int
@@ -47,7 +51,7 @@ class Relation:
     converters: list = field(default_factory=list)  # filled by the relay, once per relation
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     """Insert ('I'), Update ('U') or Delete ('D') of one row; values are text or None."""
 
@@ -108,13 +112,14 @@ class Reader:
 
 def decode(data: bytes) -> Begin | Commit | Relation | Change | None:
     """One pgoutput message; None for kinds the relay does not use."""
+    kind = data[0]
+    if kind == 66:  # 'B'
+        return Begin(*_BEGIN.unpack_from(data, 1))
+    if kind == 67:  # 'C'
+        _flags, commit_lsn, end_lsn, commit_time = _COMMIT.unpack_from(data, 1)
+        return Commit(commit_lsn, end_lsn, commit_time)
     r = Reader(data)
     kind = r.byte()
-    if kind == "B":
-        return Begin(r.take(_UINT64), r.take(_INT64), r.take(_UINT32))
-    if kind == "C":
-        r.take(_INT8)  # flags
-        return Commit(r.take(_UINT64), r.take(_UINT64), r.take(_INT64))
     if kind == "R":
         oid = r.take(_UINT32)
         schema, table = r.cstring(), r.cstring()

@@ -183,7 +183,10 @@ class Relay:
             if message is None:
                 waited = time.monotonic() - self.pending_since
                 if self.pending and waited < LINGER:
-                    select.select([cursor], [], [], LINGER - waited)
+                    # Sleep out the linger instead of waking for each arriving message:
+                    # what arrives meanwhile waits in the socket and is read in one burst
+                    # (a wakeup per transaction was most of the relay's CPU under load).
+                    time.sleep(LINGER - waited)
                     continue
                 self.flush(cursor)
                 self.confirm(cursor)
@@ -314,10 +317,15 @@ class Relay:
         back as the ResponseError it raises, in its place.
         """
         frames = []
+        topics: dict[str, bytes] = {}
         for event_id, event, table in entries:
-            fields = (b"XADD", table.topic.encode(), event_id.encode(), b"data", event)
-            frames.append(b"*5\r\n" + b"".join(b"$%d\r\n%b\r\n" % (len(f), f)
-                                               for f in fields))
+            topic = topics.get(table.topic)
+            if topic is None:
+                raw = table.topic.encode()
+                topic = topics[table.topic] = b"$%d\r\n%b\r\n" % (len(raw), raw)
+            key = event_id.encode()
+            frames.append(b"*5\r\n$4\r\nXADD\r\n%b$%d\r\n%b\r\n$4\r\ndata\r\n$%d\r\n%b\r\n"
+                          % (topic, len(key), key, len(event), event))
         connection = self.redis.connection_pool.get_connection("XADD")
         try:
             connection.send_packed_command([b"".join(frames)])

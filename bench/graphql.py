@@ -1,0 +1,121 @@
+"""GraphQL throughput: the gateway's cost and the engine's cost.
+
+The generated `graphql/` (PostGraphile on Node 22, as scripts/setup.sh --system installs it)
+over the benchmark backend (bench/stack.py), with 4 clients on keep-alive connections:
+- a list query (20 rows) and a create mutation, through the gateway (`/api/v1/graphql` on
+  nginx) and sent straight to PostGraphile in the same run: the ratio is the gateway's cost
+  (target: the gateway keeps >= 0.9 of direct throughput);
+- the list query's requests/s next to the same rows read with a prepared SQL statement over
+  4 connections: the engine's cost.
+Rounds alternate the variants; medians are reported. Run as root:
+    sudo .venv/bin/python bench/graphql.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import statistics
+import threading
+import time
+
+import psycopg
+from stack import running_stack
+
+from protoc_gen_crud.devstack import GraphqlServer
+
+ROUTE = "/api/v1/graphql"
+LIST = json.dumps({"query": "{ readings(first: 20, orderBy: ID_ASC) "
+                            "{ nodes { id deviceId value note } } }"})
+CREATE = json.dumps({"query": 'mutation { createReading(input: {reading: {deviceId: "b", '
+                              'value: 1.5}}) { reading { id } } }'})
+SQL = "SELECT id, device_id, value, note FROM reading ORDER BY id LIMIT 20"
+
+
+def http_rate(host, port: int, body: str, seconds: float, clients: int) -> float:
+    counts = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        with host.inside():
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.connect()
+        while time.monotonic() < stop:
+            conn.request("POST", ROUTE, body=body,
+                         headers={"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            data = reply.read()
+            if reply.status != 200 or b'"errors"' in data:
+                raise RuntimeError(f"{reply.status} {data[:300]!r}")
+            counts[index] += 1
+        conn.close()
+
+    return _run(client, clients, seconds, counts)
+
+
+def sql_rate(host, dsn: str, seconds: float, clients: int) -> float:
+    counts = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        with host.inside():
+            conn = psycopg.connect(dsn, autocommit=True)
+        with conn:
+            while time.monotonic() < stop:
+                conn.execute(SQL, prepare=True).fetchall()
+                counts[index] += 1
+
+    return _run(client, clients, seconds, counts)
+
+
+def _run(client, clients: int, seconds: float, counts: list[int]) -> float:
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / max(seconds, time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with running_stack() as stack:
+        stack.pg.run_psql(stack.database, "-c", "INSERT INTO reading (device_id, value) "
+                          "SELECT 'd' || i, i FROM generate_series(1, 1000) AS i")
+        url = f"postgres://authenticator@127.0.0.1:{stack.pg.port}/{stack.database}"
+        server = GraphqlServer(stack.host, stack.generated / "graphql", url,
+                               {"PGRST_JWT_SECRET": "b" * 32}).start()
+        try:
+            results: dict[str, list[float]] = {}
+            for _ in range(args.rounds):
+                for name, port, body in (("list via gateway", 80, LIST),
+                                         ("list direct", GraphqlServer.PORT, LIST),
+                                         ("create via gateway", 80, CREATE),
+                                         ("create direct", GraphqlServer.PORT, CREATE)):
+                    results.setdefault(name, []).append(
+                        http_rate(stack.host, port, body, args.seconds, args.clients))
+                results.setdefault("list as prepared SQL", []).append(
+                    sql_rate(stack.host, stack.pg.dsn(stack.database), args.seconds,
+                             args.clients))
+        finally:
+            server.stop()
+    median = {name: statistics.median(values) for name, values in results.items()}
+    print(f"clients={args.clients} seconds={args.seconds} rounds={args.rounds}")
+    for name, values in results.items():
+        runs = ", ".join(f"{v:.0f}" for v in values)
+        print(f"  {name:22s} {median[name]:8.0f} requests/s  (runs: {runs})")
+    for what in ("list", "create"):
+        ratio = median[f"{what} via gateway"] / median[f"{what} direct"]
+        print(f"  {what}: gateway/direct {ratio:.3f}  (target >= 0.9)")
+    print(f"  list: PostGraphile/prepared SQL "
+          f"{median['list direct'] / median['list as prepared SQL']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
