@@ -207,6 +207,8 @@ def test_redis_reads_do_not_grow_with_the_subscribers(stack):
     # `reuseport`: the kernel spreads the 20 connections over the workers, so more than one
     # worker has subscribers (all 20 on one of two workers: about one chance in 500,000).
     assert readers[20] >= min(2, len(os.sched_getaffinity(0))), readers
+    # At most one reader per worker (`worker_processes auto`: one per CPU).
+    assert readers[20] <= max(os.cpu_count() or 1, len(os.sched_getaffinity(0))), readers
     # Per reader, about what one subscriber alone cost; 20 subscribers with their own reads
     # would be at least 20 times the reads that delivered the rows.
     assert reads[20] <= readers[20] * (2 * reads[1] + 4), (reads, readers)
