@@ -170,7 +170,34 @@ class DevLoop:
             log("relay restarted")
         return change
 
+    def supervise(self) -> list[str]:
+        """Restart what crashed, as compose's restart policy would: Redis (its append-only
+        file keeps the streams), the relay (it resumes from its replication slot, so no
+        change is lost), the gateway, the GraphQL server. Returns what was restarted."""
+        restarted = []
+        stack = self.stack
+        if stack is None:
+            return restarted
+        if self.redis.process and self.redis.process.poll() is not None:
+            self.redis.start()
+            restarted.append("redis")
+        if stack.relay and stack.relay.process and stack.relay.process.poll() is not None:
+            stack.start_relay()
+            restarted.append("relay")
+        if stack.gateway and stack.gateway.process and stack.gateway.process.poll() is not None:
+            stack.gateway.start({"REDIS_PASSWORD": self.redis.password, **stack.env})
+            stack.wait_http(80)
+            restarted.append("gateway")
+        if self.graphql and self.graphql.process and self.graphql.process.poll() is not None:
+            self.graphql.stop()
+            self.start_graphql()
+            restarted.append("graphql")
+        for name in restarted:
+            log(f"{name} had stopped: restarted")
+        return restarted
+
     def poll(self) -> Difference | None:
+        self.supervise()
         mtime = self.source.stat().st_mtime
         if mtime == self.seen:
             return None

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import jwt
 import psycopg
 import pytest
 
@@ -204,8 +205,6 @@ def test_make_dev_keeps_its_data_across_restarts_until_fresh(open_tmp):
     """The database lives in .crud-dev/<output> beside the output folder: a row created
     through the GraphQL API is still there after a SIGTERM and a new start; --fresh starts
     over with an empty database."""
-    import jwt
-
     from protoc_gen_crud.devstack import NetNamespace
 
     tmp_path = open_tmp
@@ -249,3 +248,45 @@ def test_make_dev_keeps_its_data_across_restarts_until_fresh(open_tmp):
             process.kill()
             process.wait(10)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
+
+def test_make_dev_restarts_what_crashed(test_host, pg, redis_server, recording, tmp_path):
+    """kill -9 of the relay during a burst and of the GraphQL server: the next poll restarts
+    them (new processes), the relay resumes from its slot so the SSE subscriber gets every
+    row of the burst once, and GraphQL answers again."""
+    source = tmp_path / "src" / "product.textproto"
+    source.parent.mkdir()
+    shutil.copy(EXAMPLES_DIR / "product" / "product.textproto", source)
+    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_sup")
+    loop.start()
+    try:
+        stack = loop.stack
+        client = SseClient("/stream/sse/product")
+        assert client.status == 200
+        with psycopg.connect(pg.dsn("dev_sup"), autocommit=True) as conn:
+            for i in range(20):
+                conn.execute("INSERT INTO product (name, price) VALUES (%s, 1)", (f"b{i}",))
+            relay_pid = stack.relay.process.pid
+            stack.relay.kill(9)
+            for i in range(20, 40):
+                conn.execute("INSERT INTO product (name, price) VALUES (%s, 1)", (f"b{i}",))
+        assert loop.supervise() == ["relay"]
+        assert stack.relay.process.pid != relay_pid and stack.relay.process.poll() is None
+        events = client.events(40, timeout=30)
+        client.close()
+        assert sorted(e[1]["name"] for e in events) == sorted(f"b{i}" for i in range(40))
+
+        assert loop.graphql is not None
+        loop.graphql.process.kill()
+        loop.graphql.process.wait(10)
+        assert loop.supervise() == ["graphql"]
+        token = jwt.encode({"sub": "d", "role": "authenticated",
+                            "exp": int(time.time()) + 600}, "d" * 32, algorithm="HS256")
+        reply = call(test_host, "POST", "/api/v1/graphql",
+                     headers={"Content-Type": "application/json",
+                              "Authorization": f"Bearer {token}"},
+                     body=json.dumps({"query": "{ products { totalCount } }"}))
+        assert reply.json()["data"]["products"]["totalCount"] >= 40
+        assert loop.supervise() == []
+    finally:
+        loop.stop()

@@ -39,6 +39,7 @@ from .support import (
     wait_port,
     write_tree,
 )
+from .test_gateway import metric
 from .test_realtime import SseClient
 
 SECRET = "a-graphql-test-secret-of-32-bytes-or-more"
@@ -308,6 +309,8 @@ def test_gateway_applies_its_limits_and_json_errors(serve, test_host):
                  "{ totalCount } }"}), headers={**JSON, "Origin": "https://shop.example"})
     assert reply.status == 200 and reply.headers["x-request-id"]
     assert reply.headers["access-control-allow-origin"] == "https://shop.example"
+    # Counted for Prometheus under its own route, like the REST routes.
+    assert metric(test_host, 'crud_gateway_requests_total{route="graphql",status="200"}') >= 1
     # Ruru (GraphiQL) is off outside development, its files too.
     reply = call(test_host, "GET", api.route, headers={"Accept": "text/html"})
     assert b"ruru" not in reply.body.lower()
@@ -571,3 +574,19 @@ def test_the_compose_service_installs_the_lock_once_and_serves(test_host, databa
     pinned = json.loads(files["graphql/package.json"])["dependencies"]["postgraphile"]
     assert json.loads((volume / "node_modules" / "postgraphile" / "package.json").read_text()
                       )["version"] == pinned
+
+
+def test_filter_and_order_on_columns_without_an_index(serve, database):
+    """`filter:` and `orderBy` exist for every column, not only indexed ones (product.cost
+    and product.stock have no index); their rows are what the same SQL returns."""
+    api = serve("storefront")
+    indexed = {c for e in model_of("storefront").entities if e.name == "product"
+               for i in e.indexes for c in i.columns}
+    assert "cost" not in indexed and "stock" not in indexed
+    got = api.run("anon", '{ products(filter: {cost: {greaterThan: "1"}}, '
+                          'orderBy: [STOCK_DESC, SKU_ASC]) { nodes { sku } } }')
+    assert "errors" not in got, got
+    expected = database.query("SELECT sku FROM shop.product WHERE cost > 1 "
+                              "ORDER BY stock DESC, sku")
+    assert [n["sku"] for n in got["data"]["products"]["nodes"]] == [s for (s,) in expected]
+    assert expected  # the seed has such rows
