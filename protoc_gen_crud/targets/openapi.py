@@ -360,14 +360,14 @@ def _stream(entity: Entity, name: str) -> dict:
             "{table_name, action (I/U/D), the row's fields, old, commit_time, commit_lsn}`. "
             "Resume with Last-Event-ID (header or ?last_event_id=); `event: gap` says "
             "changes were trimmed away; ?history=all|<n>, ?action=I,U and <field>=eq.<value> "
-            "filter. Tokens may come as ?access_token=."),
+            "filter. The token: Authorization, or (browsers) the cookie POST /stream/session "
+            "sets; a token in the URL (?access_token=) is refused."),
         "tags": [entity.name],
         "parameters": [
             {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
             {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
             {"name": "history", "in": "query", "schema": {"type": "string"}},
             {"name": "action", "in": "query", "schema": {"type": "string"}},
-            {"name": "access_token", "in": "query", "schema": {"type": "string"}},
         ],
         "responses": {
             "200": {"description": "The event stream; each event's data is a change of "

@@ -25,7 +25,10 @@ function _M.headers()
     if origin ~= "*" then
         h["Vary"] = "Origin"
     end
-    if CORS_CREDENTIALS then
+    -- The stream routes (under /stream/) take the token from the cookie POST /stream/session
+    -- sets, which a page on another origin sends only with credentials: an origin listed
+    -- exactly in api.cors may send it there (never one allowed only through "*").
+    if CORS_CREDENTIALS or (origin ~= "*" and ngx.var.uri:sub(1, 8) == "/stream/") then
         h["Access-Control-Allow-Credentials"] = "true"
     end
     if ngx.req.get_method() == "OPTIONS" then
@@ -211,8 +214,12 @@ local function role_of(claims)
 end
 
 local RESERVED_ARGS = {
-    last_event_id = true, history = true, action = true, access_token = true, ticks = true,
+    last_event_id = true, history = true, action = true, ticks = true,
 }
+-- The cookie that carries a browser's token to the stream routes (an EventSource cannot send
+-- an Authorization header). A token in the URL is refused by nginx.conf before any work:
+-- nginx writes the request line into error-log lines, so it would reach the logs.
+local SESSION_COOKIE = "crud_stream_token"
 local HEARTBEAT_MS = tonumber(os.getenv("CRUD_SSE_HEARTBEAT_MS") or "") or 15000
 local BATCH, LINGER = 500, 0.01
 -- Entries a worker keeps per stream for its subscribers (see "shared readers" below).
@@ -944,7 +951,7 @@ local OPENAPI = [[
       "get": {
         "operationId": "stream_article",
         "summary": "Changes of article as Server-Sent Events",
-        "description": "Roles: authenticated. Each event: `id: <stream id>`, `data: {table_name, action (I/U/D), the row's fields, old, commit_time, commit_lsn}`. Resume with Last-Event-ID (header or ?last_event_id=); `event: gap` says changes were trimmed away; ?history=all|<n>, ?action=I,U and <field>=eq.<value> filter. Tokens may come as ?access_token=.",
+        "description": "Roles: authenticated. Each event: `id: <stream id>`, `data: {table_name, action (I/U/D), the row's fields, old, commit_time, commit_lsn}`. Resume with Last-Event-ID (header or ?last_event_id=); `event: gap` says changes were trimmed away; ?history=all|<n>, ?action=I,U and <field>=eq.<value> filter. The token: Authorization, or (browsers) the cookie POST /stream/session sets; a token in the URL (?access_token=) is refused.",
         "tags": [
           "article"
         ],
@@ -972,13 +979,6 @@ local OPENAPI = [[
           },
           {
             "name": "action",
-            "in": "query",
-            "schema": {
-              "type": "string"
-            }
-          },
-          {
-            "name": "access_token",
             "in": "query",
             "schema": {
               "type": "string"
@@ -1425,7 +1425,11 @@ GET endpoints take their arguments as query parameters, POST endpoints as a JSON
 
 Each committed change of a streamed entity is appended to its Redis stream and served as
 Server-Sent Events (`Last-Event-ID` resumes without a gap); Dapr apps subscribe to the same
-stream through the `crud-pubsub` component.
+stream through the `crud-pubsub` component. A stream takes the token as `Authorization:
+Bearer`; a browser's EventSource, which cannot send headers, first posts its token to
+`POST /stream/session` (an HttpOnly cookie for `/stream` comes back) and opens the stream
+with `withCredentials: true` from an origin `api.cors` lists exactly. A token in the URL
+(`?access_token=`) is refused: it would be written into the gateway's error log.
 
 | entity | SSE | Redis stream / Dapr topic | Dapr subscribers |
 |---|---|---|---|
@@ -1541,6 +1545,56 @@ local function claims_of(authorization)
     payload = payload:gsub("-", "+"):gsub("_", "/")
     payload = payload .. string.rep("=", (4 - #payload % 4) % 4)
     return cjson.decode(ngx.decode_base64(payload) or "") or {}
+end
+
+-- POST /stream/session with `Authorization: Bearer <token>`: answered with the token in an
+-- HttpOnly cookie limited to the stream routes (Path=/stream), which a browser's EventSource
+-- sends (`withCredentials: true` from another origin) and the stream routes read when no
+-- Authorization header came. The token is not judged here: PostgREST judges it on every
+-- stream request as it judges a header. The cookie expires with the token (Max-Age up to its
+-- `exp`; a token without `exp` gives a cookie for the browser session). Over HTTPS (the
+-- request's scheme, or X-Forwarded-Proto from a TLS front) it is `Secure; SameSite=None`,
+-- so a page of another site may use it; over plain HTTP browsers keep only a cookie without
+-- Secure, `SameSite=Lax`, sent to the same site (another port or subdomain) only.
+-- DELETE /stream/session removes it.
+function _M.stream_session()
+    local origin = ngx.var.http_origin
+    if origin and origin ~= "" and (ngx.var.crud_cors_origin or "") == "" then
+        return fail(403, "forbidden", "Origin " .. origin .. " is not allowed (api.cors)")
+    end
+    local https = ngx.var.scheme == "https" or ngx.var.http_x_forwarded_proto == "https"
+    local attributes = "; Path=/stream; HttpOnly; "
+        .. (https and "Secure; SameSite=None" or "SameSite=Lax")
+    ngx.header["Cache-Control"] = "no-store"
+    local method = ngx.req.get_method()
+    if method == "DELETE" then
+        ngx.header["Set-Cookie"] = SESSION_COOKIE .. "=; Max-Age=0" .. attributes
+        return ngx.exit(204)
+    end
+    if method ~= "POST" then
+        ngx.header["Allow"] = "POST, DELETE"
+        return fail(405, "method_not_allowed", "POST (with Authorization) or DELETE")
+    end
+    local authorization = ngx.var.http_authorization or ""
+    -- RFC 6750's token68 characters, all of them allowed in a cookie value.
+    local token = authorization:match("^[Bb]earer%s+([%w%-%._~%+/]+=*)$")
+    if not token then
+        ngx.header["WWW-Authenticate"] = "Bearer"
+        return fail(401, "unauthorized", "Send the token as Authorization: Bearer <token>")
+    end
+    local claims = claims_of(authorization)
+    local max_age = ""
+    if type(claims.exp) == "number" then
+        local left = math.floor(claims.exp - ngx.time())
+        if left <= 0 then
+            ngx.header["WWW-Authenticate"] = 'Bearer error="invalid_token", '
+                .. 'error_description="JWT expired"'
+            return fail(401, "unauthorized", "The token has expired")
+        end
+        max_age = "; Max-Age=" .. left
+    end
+    ngx.header["Set-Cookie"] = SESSION_COOKIE .. "=" .. token .. max_age .. attributes
+    return ngx.exit(204)
 end
 
 local function connect()
@@ -1898,13 +1952,17 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
         for key in pairs(args) do
             if not RESERVED_ARGS[key] and not columns[key] then
                 return fail(400, "bad_request", "Unknown query parameter '" .. tostring(key)
-                    .. "': a stream takes last_event_id, history, action, access_token, ticks "
+                    .. "': a stream takes last_event_id, history, action, ticks "
                     .. "and filters on " .. label .. "'s columns (<column>=eq.<value>)")
             end
         end
     end
-    if type(args.access_token) == "string" then
-        ngx.req.set_header("Authorization", "Bearer " .. args.access_token)
+    -- The token: the Authorization header, else the cookie of POST /stream/session.
+    if not ngx.var.http_authorization then
+        local cookie = ngx.var["cookie_" .. SESSION_COOKIE]
+        if cookie and cookie ~= "" then
+            ngx.req.set_header("Authorization", "Bearer " .. cookie)
+        end
     end
     local check = ngx.location.capture("/_crud_authz/" .. table)
     if check.status ~= 200 then
