@@ -1258,7 +1258,10 @@ stream through the `crud-pubsub` component. A stream takes the token as `Authori
 Bearer`; a browser's EventSource, which cannot send headers, first posts its token to
 `POST /stream/session` (an HttpOnly cookie for `/stream` comes back) and opens the stream
 with `withCredentials: true` from an origin `api.cors` lists exactly. A token in the URL
-(`?access_token=`) is refused: it would be written into the gateway's error log.
+(`?access_token=`) is refused: it would be written into the gateway's error log. A page
+that follows several entities opens one stream for all of them,
+`/stream/sse?entities=a,b` (each event named by its entity in `event:`), instead of one
+connection per entity.
 
 | entity | SSE | Redis stream / Dapr topic | Dapr subscribers |
 |---|---|---|---|
@@ -1639,6 +1642,13 @@ local function wake(reader)
     if waiting > 0 then
         reader.sema:post(waiting)
     end
+    -- Multi-entity subscribers wait on a semaphore of their own, woken by each of their
+    -- readers.
+    for listener in pairs(reader.listeners) do
+        if listener:count() < 0 then
+            listener:post(1)
+        end
+    end
 end
 
 local function append(reader, entry)
@@ -1757,7 +1767,7 @@ local function subscribe(topic, label)
     local reader = readers[topic]
     if not reader then
         reader = { topic = topic, label = label, subscribers = 0, ring = {}, first = 1, last = 0,
-                   sema = semaphore.new(0) }
+                   sema = semaphore.new(0), listeners = {} }
         local ok, err = ngx.timer.at(0, run_reader, reader)
         if not ok then
             ngx.log(ngx.WARN, "sse: cannot start the reader of ", label, ": ", err)
@@ -2008,6 +2018,290 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
         -- the id of the last event it got, so nothing is lost or repeated and the new
         -- configuration applies to it.
         if ngx.worker.exiting() then
+            break
+        end
+    end
+    finish()
+    if red then
+        red:set_keepalive(60000, 100)
+    end
+end
+
+-- ------------------------------------------------------------------ several entities
+-- /stream/sse?entities=a,b: the changes of several entities on one connection (a browser
+-- keeps at most six HTTP/1.1 connections per origin, so six entity streams would leave a
+-- page's REST calls waiting). Each event names its entity in `event:`; its `id:` is the
+-- position of every included stream after it, `<entity>=<stream id>` joined by commas, so a
+-- reconnect with Last-Event-ID resumes each stream exactly where it was, whatever happened
+-- to the others meanwhile. The subscriber waits on each entity's worker reader (the readers
+-- wake it through a semaphore of its own) and reads Redis itself only to catch up, as a
+-- single stream does. Each entity is checked as its own stream is (PostgREST's read
+-- permission, owner and tenant visibility); `action` filters every entity; column filters
+-- belong to the single streams and are refused here.
+local MULTI_ARGS = { entities = true, last_event_id = true, action = true }
+
+local function positions_of(text)
+    local positions = {}
+    if type(text) == "string" then
+        for name, id in text:gmatch("([%w_]+)=(%d+%-%d+)") do
+            positions[name] = id
+        end
+    end
+    return positions
+end
+
+function _M.multi()
+    local origin = ngx.var.http_origin
+    if origin and origin ~= "" and (ngx.var.crud_cors_origin or "") == "" then
+        return fail(403, "forbidden", "Origin " .. origin .. " is not allowed (api.cors)")
+    end
+    local args = ngx.req.get_uri_args(50)
+    for key in pairs(args) do
+        if not MULTI_ARGS[key] then
+            return fail(400, "bad_request", "Unknown query parameter '" .. tostring(key)
+                .. "': a multi-entity stream takes entities, last_event_id and action; "
+                .. "filters on columns are taken by /stream/sse/<entity>")
+        end
+    end
+    if type(args.entities) ~= "string" or args.entities == "" then
+        return fail(400, "bad_request", "Name the entities: /stream/sse?entities=a,b")
+    end
+    local names, named = {}, {}
+    for name in args.entities:gmatch("[^,]+") do
+        if not STREAMS[name] then
+            return fail(404, "not_found", "No such stream: " .. name)
+        end
+        if named[name] then
+            return fail(400, "bad_request", "Entity " .. name .. " is named twice")
+        end
+        named[name] = true
+        names[#names + 1] = name
+    end
+    if #names == 0 then
+        return fail(400, "bad_request", "Name the entities: /stream/sse?entities=a,b")
+    end
+    if not ngx.var.http_authorization then
+        local cookie = ngx.var["cookie_" .. SESSION_COOKIE]
+        if cookie and cookie ~= "" then
+            ngx.req.set_header("Authorization", "Bearer " .. cookie)
+        end
+    end
+    local probes = {}
+    for i, name in ipairs(names) do
+        probes[i] = { "/_crud_authz/" .. name }
+    end
+    local checks = { ngx.location.capture_multi(probes) }
+    for i, check in ipairs(checks) do
+        if check.status ~= 200 then
+            return refuse(check, names[i])
+        end
+    end
+    local claims = claims_of(ngx.var.http_authorization)
+    local role = role_of(claims) or ""
+    local actions = filters_of({ action = args.action })
+    local cursors = {}
+    for i, name in ipairs(names) do
+        local stream = STREAMS[name]
+        local c = { name = name, topic = stream.topic }
+        if stream.owner and not stream.shared_read and not stream.admins[role] then
+            c.owner, c.user = stream.owner, claims[USER_CLAIM]
+        end
+        if stream.tenancy and not stream.tenancy.platform[role] then
+            local claimed = claims[TENANT_CLAIM]
+            if claimed == nil or claimed == cjson.null or type(claimed) == "table" then
+                return fail(403, "forbidden", "The token names no tenant (claim "
+                    .. TENANT_CLAIM .. "): " .. name .. " is per tenant")
+            end
+            c.tenant, c.tenant_id = stream.tenancy.column, tostring(claimed)
+        end
+        c.filtered = actions ~= nil or c.owner ~= nil or c.tenant ~= nil
+        cursors[i] = c
+    end
+
+    local red, err = connect()
+    if not red then
+        ngx.log(ngx.ERR, "sse: redis: ", err)
+        return retry_later("unavailable", "entities")
+    end
+    -- Each stream starts after its position in Last-Event-ID, else after its newest event.
+    local resumed = positions_of(ngx.var.http_last_event_id or args.last_event_id)
+    for _, c in ipairs(cursors) do
+        if resumed[c.name] then
+            c.last, c.check_gap = resumed[c.name], true
+        else
+            local newest
+            newest, err = red:xrevrange(c.topic, "+", "-", "COUNT", 1)
+            if not newest then
+                return retry_later("unavailable", "entities")
+            end
+            c.last = (newest[1] and newest[1][1]) or "0-0"
+        end
+    end
+    local sema = semaphore.new(0)
+    local aborted, counted = false, {}
+    local function finish()
+        for c in pairs(counted) do
+            counted[c] = nil
+            c.reader.subscribers = c.reader.subscribers - 1
+            c.reader.listeners[sema] = nil
+            metrics:incr("sse_subscribers\t" .. c.name, -1, 0)
+        end
+    end
+    for _, c in ipairs(cursors) do
+        c.reader = subscribe(c.topic, c.name)
+        if not c.reader then
+            finish()
+            return retry_later("unavailable", "entities")
+        end
+        c.reader.listeners[sema] = true
+        counted[c] = true
+        metrics:incr("sse_subscribers\t" .. c.name, 1, 0)
+    end
+    local function position()
+        local parts = {}
+        for i, c in ipairs(cursors) do
+            parts[i] = c.name .. "=" .. c.last
+        end
+        return table.concat(parts, ",")
+    end
+
+    ngx.header["Content-Type"] = "text/event-stream"
+    ngx.header["Cache-Control"] = "no-cache"
+    ngx.header["X-Accel-Buffering"] = "no"
+    ngx.status = 200
+    -- As on a single stream: the position from the first byte, in a block without data.
+    ngx.print("retry: ", math.random(RETRY_MIN_MS, RETRY_MAX_MS), "\nid: ", position(), "\n\n")
+    ngx.flush(true)
+    ngx.on_abort(function()
+        aborted = true
+        finish()
+        ngx.exit(499)
+    end)
+    local function gap_event(c, trimmed)
+        metrics:incr("sse_gaps\t" .. c.name, 1, 0)
+        ngx.log(ngx.WARN, "sse: gap on ", c.name, ": client resumed from ", c.last,
+                ", changes removed through ", trimmed)
+        return "event: gap\ndata: " .. cjson.encode({
+            table_name = c.name, action = TICK, commit_time = iso_now(),
+            gap = { last_event_id = c.last, trimmed_through = trimmed },
+        }) .. "\n\n"
+    end
+    local quiet_since = ngx.now()
+    while not aborted do
+        local out, pending, progressed, ended = {}, {}, false, false
+        for _, c in ipairs(cursors) do
+            local reader = c.reader
+            if c.index and c.index < reader.first - 1 then
+                c.index = nil
+                c.check_gap = true
+            end
+            if not c.index and not c.check_gap then
+                c.index = ring_index(reader, c.last)
+            end
+            local entries
+            if c.index == nil then
+                if not red then
+                    red, err = connect()
+                    if not red then
+                        ngx.log(ngx.WARN, "sse: redis: ", err)
+                        ended = true
+                        break
+                    end
+                end
+                local reply
+                reply, err = red:xrange(c.topic, "(" .. c.last, "+", "COUNT", BATCH)
+                metrics:incr("sse_catchups\t" .. c.name, 1, 0)
+                if not reply then
+                    ngx.log(ngx.WARN, "sse: redis read: ", err)
+                    ended = true
+                    break
+                end
+                if c.check_gap or #reply >= BATCH then
+                    local trimmed = gap_since(red, c.topic, c.last)
+                    if trimmed then
+                        out[#out + 1] = gap_event(c, trimmed)
+                        c.last = trimmed
+                    end
+                    c.check_gap = false
+                end
+                entries = {}
+                for i, raw_entry in ipairs(reply) do
+                    entries[i] = make_entry(raw_entry[1], raw_entry[2])
+                end
+                if #reply < BATCH then
+                    c.index = ring_index(reader,
+                                         entries[#entries] and entries[#entries].id or c.last)
+                end
+                progressed = true
+            elseif c.index and c.index < reader.last then
+                local upto = math.min(reader.last, c.index + BATCH)
+                entries = {}
+                for i = c.index + 1, upto do
+                    entries[#entries + 1] = reader.ring[i % RING]
+                end
+                c.index = upto
+            elseif reader.stopped then
+                ended = true
+                break
+            end
+            if entries then
+                for _, entry in ipairs(entries) do
+                    pending[#pending + 1] = { c, entry }
+                end
+            end
+        end
+        -- Stream ids are `<commit LSN>-<n>` in every stream: in id order is in commit order.
+        table.sort(pending, function(a, b) return id_less(a[2].id, b[2].id) end)
+        for _, item in ipairs(pending) do
+            local c, entry = item[1], item[2]
+            if entry.gap and id_less(c.last, entry.gap) then
+                out[#out + 1] = gap_event(c, entry.gap)
+            end
+            c.last = entry.id
+            local frame = entry.frame
+            if frame and c.filtered then
+                metrics:incr("sse_filter_checks\t" .. c.name, 1, 0)
+                local data = entry_data(entry)
+                if not (data and visible(data, actions, {}, c.owner, c.user, c.tenant,
+                                         c.tenant_id)) then
+                    frame = nil
+                end
+            end
+            if frame then
+                -- The reader's frame is `id: <id>\ndata: <body>\n\n`: its body, re-framed.
+                out[#out + 1] = "id: " .. position() .. "\nevent: " .. c.name .. "\ndata: "
+                    .. frame:sub(#entry.id + 12, -3) .. "\n\n"
+                metrics:incr("sse_events\t" .. c.name, 1, 0)
+            end
+        end
+        local in_rings = true
+        for _, c in ipairs(cursors) do
+            if not c.index then
+                in_rings = false
+            end
+        end
+        if in_rings and red then
+            red:set_keepalive(60000, 100)
+            red = nil
+        end
+        if #pending == 0 and not progressed and not ended and #out == 0 then
+            local wait = quiet_since + HEARTBEAT_MS / 1000 - ngx.now()
+            if wait <= 0 or not sema:wait(wait) then
+                if ngx.now() - quiet_since >= HEARTBEAT_MS / 1000 - 0.001 then
+                    out[1] = ": heartbeat\n\n"
+                end
+            end
+        end
+        if #out > 0 then
+            ngx.print(out)
+            local sent, flush_err = ngx.flush(true)
+            if not sent then
+                ngx.log(ngx.INFO, "sse: client gone: ", flush_err)
+                break
+            end
+            quiet_since = ngx.now()
+        end
+        if ended or ngx.worker.exiting() then
             break
         end
     end
