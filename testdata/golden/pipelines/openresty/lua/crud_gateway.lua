@@ -803,6 +803,125 @@ local OPENAPI = [[
         }
       }
     },
+    "/stream/session": {
+      "post": {
+        "operationId": "stream_session",
+        "summary": "Hand the bearer token to the stream routes as an HttpOnly cookie",
+        "description": "For browsers, whose EventSource cannot send Authorization: open the stream with withCredentials: true afterwards.",
+        "tags": [
+          "streams"
+        ],
+        "responses": {
+          "204": {
+            "description": "The cookie is set",
+            "headers": {
+              "Set-Cookie": {
+                "schema": {
+                  "type": "string"
+                },
+                "description": "crud_stream_token=<token>; Path=/stream; HttpOnly; Max-Age up to the token's exp; Secure; SameSite=None over HTTPS, SameSite=Lax over HTTP"
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/E401"
+          },
+          "403": {
+            "$ref": "#/components/responses/E403"
+          },
+          "429": {
+            "$ref": "#/components/responses/E429"
+          }
+        }
+      },
+      "delete": {
+        "operationId": "stream_session_end",
+        "summary": "Remove the stream cookie",
+        "tags": [
+          "streams"
+        ],
+        "responses": {
+          "204": {
+            "description": "The cookie is removed"
+          },
+          "403": {
+            "$ref": "#/components/responses/E403"
+          },
+          "429": {
+            "$ref": "#/components/responses/E429"
+          }
+        }
+      }
+    },
+    "/stream/sse": {
+      "get": {
+        "operationId": "stream_entities",
+        "summary": "Changes of several entities on one Server-Sent Events stream",
+        "description": "Each event: `id: <entity>=<stream id>,...` (the position of every included stream; resume with Last-Event-ID), `event: <entity>`, `data:` as on the entity's own stream. Each entity's read permission is checked; ?action=I,U filters all of them; column filters are refused (use /stream/sse/<entity>). The token: Authorization, or (browsers) the cookie POST /stream/session sets.",
+        "tags": [
+          "streams"
+        ],
+        "parameters": [
+          {
+            "name": "entities",
+            "in": "query",
+            "required": true,
+            "description": "Comma-separated: metric",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "last_event_id",
+            "in": "query",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "action",
+            "in": "query",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The event stream",
+            "content": {
+              "text/event-stream": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/E400"
+          },
+          "401": {
+            "$ref": "#/components/responses/E401"
+          },
+          "403": {
+            "$ref": "#/components/responses/E403"
+          },
+          "404": {
+            "$ref": "#/components/responses/E404"
+          },
+          "429": {
+            "$ref": "#/components/responses/E429"
+          }
+        }
+      }
+    },
     "/stream/sse/metric": {
       "get": {
         "operationId": "stream_metric",
