@@ -2,10 +2,10 @@
 
 Run inside the test network namespace: `python recorder.py PORT LOGFILE`. Each request is
 appended to LOGFILE as one JSON line (method, path, query, headers, body, peer port).
-Canned answers: the token `forbidden` gets 403 (permission denied); as PostgREST 12.2.3
-answers them (src/PostgREST/Error.hs): `expired` gets 401 with its WWW-Authenticate
-challenge, `ghost-role` 400 (a role claim naming no role: PostgreSQL's 22023), `db-down` 503;
-a singular request
+Canned answers: the token `forbidden` (or `forbidden.<anything>`) gets 403 (permission
+denied); as PostgREST 12.2.3 answers them (src/PostgREST/Error.hs): `expired` gets 401
+with its WWW-Authenticate challenge, `ghost-role` 400 (a role claim naming no role:
+PostgreSQL's 22023), `db-down` 503; a singular request
 (Accept: application/vnd.pgrst.object+json) whose filter asks for the value `missing` gets
 PostgREST's 406; `big=1` in the query gets a large body. A read of rows carries PostgREST's
 `Content-Range` (`0-0/*`, or `0-0/1` with `Prefer: count=exact`).
@@ -44,7 +44,7 @@ class Recorder(BaseHTTPRequestHandler):
             log.write(json.dumps(record) + "\n")
         extra: dict[str, str] = {}
         token = self.headers.get("Authorization", "").removeprefix("Bearer ")
-        if token == "forbidden":
+        if token == "forbidden" or token.startswith("forbidden."):
             status, payload = 403, {"code": "42501", "message": "permission denied"}
         elif token == "expired":
             status, payload = 401, {"code": "PGRST301", "message": "JWT expired"}

@@ -682,8 +682,14 @@ def test_the_stream_probe_passes_postgrests_verdict_through(gateway, test_host, 
     assert expired.status == 401
     assert expired.headers["www-authenticate"] == \
         'Bearer error="invalid_token", error_description="JWT expired"'
+    # A browser's token comes in the cookie of POST /stream/session: judged the same way.
+    by_cookie = call(test_host, "GET", path, {"Cookie": "crud_stream_token=expired"})
+    assert by_cookie.status == 401 and "www-authenticate" in by_cookie.headers
+    # A token in the URL would reach nginx's error log: refused before anything is asked.
+    recording.mark()
     by_query = call(test_host, "GET", path + "?access_token=expired")
-    assert by_query.status == 401 and "www-authenticate" in by_query.headers
+    assert by_query.status == 400 and "access_token" in by_query.json()["message"]
+    assert recording.since() == []
     assert call(test_host, "GET", path, {"Authorization": "Bearer forbidden"}).status == 403
     ghost = call(test_host, "GET", path, {"Authorization": "Bearer ghost-role"})
     assert ghost.status == 403 and ghost.json()["code"] == "forbidden"

@@ -99,6 +99,9 @@ def expected_operations(backend) -> set[tuple[str, str]]:
             found |= {(m, route + "/{id}") for m in ("GET", "PATCH", "PUT", "DELETE")}
     found |= {(ep.method, ep.base_path + ep.path) for ep in backend.endpoints}
     found |= {("GET", f"/stream/sse/{e.name}") for e in backend.streamed}
+    if backend.streamed:  # several entities on one stream, and the browsers' stream cookie
+        found |= {("GET", "/stream/sse"), ("POST", "/stream/session"),
+                  ("DELETE", "/stream/session")}
     return found
 
 

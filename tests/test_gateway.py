@@ -7,6 +7,7 @@ The expected PostgREST requests are derived from the model, not from the generat
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import itertools
@@ -394,7 +395,18 @@ def test_the_served_openapi_document_is_valid_and_every_path_works(gateway, netn
                 continue
             concrete = path.replace("{id}", "1")
             recording.mark()
-            if path.startswith("/stream/sse/"):
+            if path == "/stream/session":
+                # Answered by the gateway itself (a cookie; nothing asked of PostgREST).
+                reply = call(netns, method.upper(), path, {"Authorization": "Bearer x.e30.x"},
+                             source=next(sources))
+                assert reply.status == 204 and recording.since() == [], (method, path)
+            elif path == "/stream/sse":
+                first = backend.streamed[0].name
+                reply = call(netns, "GET", f"{path}?entities={first}",
+                             {"Authorization": "Bearer x.e30.x"}, source=next(sources))
+                assert reply.status != 404, (method, path)
+                assert recording.since()[0]["path"] == f"/{first}"
+            elif path.startswith("/stream/sse/"):
                 # The stream route answers (its permission check goes to PostgREST first).
                 reply = call(netns, "GET", concrete, {"Authorization": "Bearer x.e30.x"},
                              source=next(sources))
@@ -506,3 +518,96 @@ def test_streams_refuse_origins_cors_does_not_allow_before_any_work(gateway, net
             call(netns, "GET", path, {**headers, "Authorization": "Bearer x.e30.x"},
                  source=next(sources))
             assert recording.since()[0]["path"] == f"/{entity.name}", headers
+
+
+def _jwt(claims: dict) -> str:
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+    return f"{part({'alg': 'HS256'})}.{part(claims)}.sig"
+
+
+def _cookie(reply) -> dict[str, str]:
+    """The Set-Cookie header as name=value plus its attributes (lower-cased names)."""
+    first, *attributes = [part.strip() for part in reply.headers["set-cookie"].split(";")]
+    name, _, value = first.partition("=")
+    parsed = {"name": name, "value": value}
+    for attribute in attributes:
+        key, _, val = attribute.partition("=")
+        parsed[key.lower()] = val
+    return parsed
+
+
+def test_the_stream_session_cookie_carries_the_token_to_the_stream_routes(gateway, netns,
+                                                                          recording):
+    """POST /stream/session with a bearer token sets an HttpOnly cookie limited to /stream that
+    expires with the token; the stream routes take the token from it when no Authorization
+    header comes (the header wins), and it is not passed on to PostgREST. A token in the URL
+    is refused before anything is asked or logged."""
+    backend, _ = gateway
+    sources = (f"127.0.7.{n}" for n in itertools.count(1))
+    if not backend.streamed:
+        assert call(netns, "POST", "/stream/session").status == 404
+        return
+    path = f"/stream/sse/{backend.streamed[0].name}"
+    expires = int(time.time()) + 600
+    token = _jwt({"sub": "u1", "role": "admin", "exp": expires})
+    recording.mark()
+    reply = call(netns, "POST", "/stream/session", {"Authorization": f"Bearer {token}"},
+                 source=next(sources))
+    assert reply.status == 204, reply.body
+    cookie = _cookie(reply)
+    assert (cookie["name"], cookie["value"]) == ("crud_stream_token", token)
+    assert cookie["path"] == "/stream" and "httponly" in cookie
+    assert cookie["samesite"] == "Lax" and "secure" not in cookie  # plain HTTP
+    assert 0 < int(cookie["max-age"]) <= expires - int(time.time()) + 1
+    assert reply.headers["cache-control"] == "no-store"
+    assert recording.since() == [], "the session endpoint asks PostgREST nothing"
+    # Behind a TLS front: usable from a page of another site.
+    tls = _cookie(call(netns, "POST", "/stream/session", {
+        "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}, source=next(sources)))
+    assert "secure" in tls and tls["samesite"] == "None"
+    # Without exp: a cookie for the browser session; an expired or missing token: none.
+    forever = _jwt({"sub": "u1", "role": "admin"})
+    assert "max-age" not in _cookie(call(netns, "POST", "/stream/session", {
+        "Authorization": f"Bearer {forever}"}, source=next(sources)))
+    for headers in ({"Authorization": "Bearer " + _jwt({"exp": int(time.time()) - 5})}, {},
+                    {"Authorization": "Basic dTpw"}):
+        refused = call(netns, "POST", "/stream/session", headers, source=next(sources))
+        assert refused.status == 401 and "set-cookie" not in refused.headers, headers
+        assert "www-authenticate" in refused.headers
+    removed = _cookie(call(netns, "DELETE", "/stream/session", source=next(sources)))
+    assert removed["value"] == "" and removed["max-age"] == "0"
+    assert removed["path"] == "/stream"
+    assert call(netns, "GET", "/stream/session", source=next(sources)).status == 405
+    # The stream takes the cookie's token; PostgREST gets it as Authorization, no cookie.
+    recording.mark()
+    call(netns, "GET", path, {"Cookie": f"other=1; crud_stream_token={token}"},
+         source=next(sources))
+    probe = recording.since()[0]
+    assert probe["headers"]["authorization"] == f"Bearer {token}"
+    assert "cookie" not in probe["headers"]
+    # The header wins over the cookie (a refused token of this test's own: the per-token
+    # rate limit of `forbidden` may be spent by the tests before).
+    assert call(netns, "GET", path, {"Cookie": f"crud_stream_token={token}",
+                                     "Authorization": "Bearer forbidden.header-wins"},
+                source=next(sources)).status == 403
+    # ?access_token= on every stream route: refused, nothing asked of PostgREST.
+    routes = [path, "/stream/session"] + [r.sse_channel for r in backend.rules
+                                          if r.sse_channel]
+    for route in routes:
+        recording.mark()
+        reply = call(netns, "GET", f"{route}?access_token={token}", source=next(sources))
+        assert reply.status == 400 and "access_token" in reply.json()["message"], route
+        assert recording.since() == [], route
+    # CORS with credentials on the stream routes, for origins listed exactly.
+    for origin in backend.cors.allowed_origins:
+        for method, route in (("OPTIONS", "/stream/session"), ("GET", path)):
+            reply = call(netns, method, route, {"Origin": origin, "Authorization":
+                         "Bearer forbidden", "Access-Control-Request-Method": "POST"},
+                         source=next(sources))
+            if origin == "*":
+                assert reply.headers["access-control-allow-origin"] == "*"
+                assert "access-control-allow-credentials" not in reply.headers
+            else:
+                assert reply.headers["access-control-allow-origin"] == origin
+                assert reply.headers["access-control-allow-credentials"] == "true"

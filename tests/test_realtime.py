@@ -392,9 +392,9 @@ def test_read_permission_is_checked_with_postgrest(stack):
     denied = SseClient(f"/stream/sse/{entity}", {"Authorization": "Bearer forbidden"})
     assert denied.status == 403
     denied.close()
-    by_query = SseClient(f"/stream/sse/{entity}?access_token=forbidden")
-    assert by_query.status == 403
-    by_query.close()
+    by_cookie = SseClient(f"/stream/sse/{entity}", {"Cookie": "crud_stream_token=forbidden"})
+    assert by_cookie.status == 403
+    by_cookie.close()
     assert SseClient("/stream/sse/no_such_entity").status == 404
 
 

@@ -1,6 +1,6 @@
 """An entity stream as a browser's own EventSource reads it: headless Chromium (Debian's
 `chromium`) in the test network namespace opens a page on another origin
-(http://localhost:8000, served here; the backend's api.cors allows it) that subscribes to the
+(http://proxy:8000, served here; the backend's api.cors allows it) that subscribes to the
 generated gateway on real nginx (http://proxy, with PostgreSQL, crud-relay and Redis behind
 it), and reports what it receives on its console, which the test reads from Chromium's log.
 
@@ -22,20 +22,33 @@ import pytest
 from .support import EXAMPLES_DIR, chromium_argv, from_textproto, wait_port
 from .test_realtime import ADMIN, INSERTS, published, token
 
-PAGE_ORIGIN = "http://localhost:8000"
+# Another origin of the same site as the gateway (another port): over plain HTTP the stream
+# cookie is SameSite=Lax, which browsers send within a site only (a page of another site needs
+# the gateway behind TLS, where the cookie is `Secure; SameSite=None`).
+PAGE_ORIGIN = "http://proxy:8000"
 GATEWAY = "http://proxy"  # the gateway's name in the namespace's hosts file, port 80
 CONSOLE = re.compile(r'"crud-sse (\w+) ?(.*)", source: ' + re.escape(PAGE_ORIGIN))
+# The page hands its token to the gateway once (POST /stream/session, which answers with an
+# HttpOnly cookie for /stream) and opens the EventSource with credentials: no token in a URL.
 PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>stream</title>
-<script>
-const source = new EventSource(%(url)s);
+<script type="module">
+const session = await fetch(%(gateway)s + "/stream/session", {
+    method: "POST", credentials: "include", headers: {Authorization: "Bearer " + %(token)s}});
+console.log("crud-sse session " + session.status);
+const source = new EventSource(%(url)s, {withCredentials: true});
 source.onopen = () => console.log("crud-sse open");
 source.onerror = () => console.log("crud-sse error " + source.readyState);
 source.onmessage = (e) => console.log("crud-sse message " + JSON.stringify(
     {id: e.lastEventId, data: e.data}));
 </script>
 """
+
+
+def page(url: str, token_: str) -> str:
+    return PAGE % {"gateway": json.dumps(GATEWAY), "token": json.dumps(token_),
+                   "url": json.dumps(url)}
 
 
 class Browser:
@@ -94,8 +107,8 @@ def test_a_browser_cut_off_before_its_first_event_misses_nothing(product_stack, 
     entity, insert = INSERTS["product"]
     site = tmp_path / "site"
     site.mkdir()
-    url = f"{GATEWAY}/stream/sse/{entity}?access_token={token(ADMIN)}"
-    (site / "page.html").write_text(PAGE % {"url": json.dumps(url)})
+    url = f"{GATEWAY}/stream/sse/{entity}"
+    (site / "page.html").write_text(page(url, token(ADMIN)))
     server = test_host.popen(sys.executable, "-m", "http.server", "8000", "--bind",
                              "127.0.0.1", "--directory", str(site),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -125,6 +138,46 @@ def test_a_browser_cut_off_before_its_first_event_misses_nothing(product_stack, 
         assert all(m["id"] for m in got)
         opened = [kind for kind, _ in browser.console() if kind == "open"]
         assert len(opened) == 2, browser.console()  # the first connection and the reconnect
+    finally:
+        if browser is not None:
+            browser.close()
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.mark.one_major
+def test_a_page_on_another_origin_streams_with_the_session_cookie(product_stack, test_host,
+                                                                  recording, tmp_path):
+    """The page posts its token to /stream/session (a credentialed cross-origin fetch, after
+    the preflight), then opens `EventSource(url, {withCredentials: true})` on a URL without
+    any token: the browser sends the HttpOnly cookie, the permission check is asked with the
+    page's token, and a committed change arrives."""
+    running = product_stack
+    entity, insert = INSERTS["product"]
+    site = tmp_path / "site"
+    site.mkdir()
+    # A token of the page's own (unsigned, as the stand-in PostgREST takes any), not in a URL.
+    secret = token({**ADMIN, "page": "cookie-test"})
+    (site / "page.html").write_text(page(f"{GATEWAY}/stream/sse/{entity}", secret))
+    server = test_host.popen(sys.executable, "-m", "http.server", "8000", "--bind",
+                             "127.0.0.1", "--directory", str(site),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    browser = None
+    try:
+        wait_port(test_host, 8000)
+        recording.mark()
+        browser = Browser(test_host, tmp_path, f"{PAGE_ORIGIN}/page.html")
+        browser.wait(lambda: ("open", "") in browser.console())
+        assert ("session", "204") in browser.console()
+        probes = [r for r in recording.since() if r["path"] == f"/{entity}"]
+        assert [p["headers"]["authorization"] for p in probes] == [f"Bearer {secret}"]
+        assert all("access_token" not in p["query"] for p in probes)
+        rows = published(running, entity, insert.format(tag="browser-cookie"))
+        browser.wait(lambda: len(browser.messages()) >= len(rows), timeout=20)
+        got = [json.loads(m["data"]) for m in browser.messages()]
+        assert [(r["action"], r["id"]) for r in got] == [("I", row["id"]) for _, row in rows]
+        # The stream requests the gateway logged carry no token (the URL had none).
+        assert secret not in running.gateway.access_log()
     finally:
         if browser is not None:
             browser.close()

@@ -119,6 +119,24 @@ def test_tsc_refuses_a_mistake(compiled, tmp_path, right, wrong, message):
 RUN = """
 import { EventSource } from "eventsource";  // Node 20 has no EventSource of its own
 globalThis.EventSource = EventSource;
+// Node's fetch keeps no cookies: this plays the browser's cookie jar (name=value for the
+// cookie's Path), so the example runs as it would in a page.
+const jar = [];
+const nodeFetch = globalThis.fetch;
+globalThis.fetch = async (input, init) => {
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  const cookies = jar.filter((c) => url.pathname.startsWith(c.path)).map((c) => c.pair);
+  const response = cookies.length
+    ? await nodeFetch(input, { ...init, headers: { ...init?.headers, Cookie: cookies.join("; ") } })
+    : await nodeFetch(input, init);
+  const set = response.headers.get("set-cookie");
+  if (set) {
+    const [pair, ...attributes] = set.split(";").map((part) => part.trim());
+    const path = attributes.find((a) => a.toLowerCase().startsWith("path="));
+    jar.push({ pair, path: path ? path.slice(5) : "/" });
+  }
+  return response;
+};
 const { create, toJson } = await import("@bufbuild/protobuf");
 const { ProductSchema } = await import("./dist/gen/storefront_pb.js");
 const { shop } = await import("./dist/shop.js");
@@ -133,12 +151,15 @@ await api.order(productId, 2, "10.50");
 const page = await api.category("Lighting", 1);
 out.page = { rows: page.rows.map(json), total: page.total };
 out.stock = await api.restock("L-1", 5);
-out.change = await new Promise((resolve) => {
-  const events = api.watch("Lighting", (action, product) => {
+out.change = await new Promise((resolve, reject) => {
+  let events;
+  api.watch("Lighting", (action, product) => {
     events.close();
     resolve({ action, product: json(product) });
-  });
-  events.onopen = () => console.error("open");
+  }).then((opened) => {
+    events = opened;
+    events.onopen = () => console.error("open");
+  }, reject);
 });
 console.log(JSON.stringify(out));
 """
@@ -216,7 +237,7 @@ def check(seen: list[dict], order_body: dict) -> None:
         else:
             assert request["headers"]["content-type"].startswith("application/json")
             assert json.loads(request["body"]) == body
-    probe = seen[-1]  # the token from ?access_token= is the one PostgREST judges
+    probe = seen[-1]  # the token from the session cookie is the one PostgREST judges
     assert (probe["method"], probe["path"]) == ("GET", "/product"), probe
     assert probe["headers"]["authorization"] == f"Bearer {TOKEN}"
 

@@ -84,11 +84,11 @@ class StreamRules(RulesBase):
                                    f"{out.webhook_url!r} is not an http(s) URL")
                 if out.sse_channel and (
                         not re.fullmatch(r"/stream/[a-z0-9_-]+", out.sse_channel)
-                        or out.sse_channel == "/stream/sse"):
+                        or out.sse_channel in ("/stream/sse", "/stream/session")):
                     self.error(here + ("output", "sse_channel"), f"{where}: sse_channel "
                                f"{out.sse_channel!r} must look like /stream/<name> (lower "
                                "case letters, digits, _ and -; not /stream/sse, which "
-                               "serves the entities' change streams)")
+                               "serves the entities' change streams, nor /stream/session)")
                 if entity:
                     self.rule_expressions(here, r, fields, where)
                     if not entity.streamed:

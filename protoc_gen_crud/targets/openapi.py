@@ -351,6 +351,58 @@ def _endpoint(endpoint: Endpoint, wire: dict[str, Column]) -> dict:
     return {endpoint.method.lower(): operation}
 
 
+def _multi_stream(backend: Backend) -> dict:
+    names = sorted(e.name for e in backend.streamed)
+    return {"get": {
+        "operationId": "stream_entities",
+        "summary": "Changes of several entities on one Server-Sent Events stream",
+        "description": (
+            "Each event: `id: <entity>=<stream id>,...` (the position of every included "
+            "stream; resume with Last-Event-ID), `event: <entity>`, `data:` as on the "
+            "entity's own stream. Each entity's read permission is checked; ?action=I,U "
+            "filters all of them; column filters are refused (use /stream/sse/<entity>). "
+            "The token: Authorization, or (browsers) the cookie POST /stream/session sets."),
+        "tags": ["streams"],
+        "parameters": [
+            {"name": "entities", "in": "query", "required": True,
+             "description": "Comma-separated: " + ", ".join(names),
+             "schema": {"type": "string"}},
+            {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+            {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
+            {"name": "action", "in": "query", "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {"description": "The event stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **_errors("400", "401", "403", "404", "429"),
+        },
+    }}
+
+
+def _stream_session() -> dict:
+    cookie = {"Set-Cookie": {"schema": {"type": "string"}, "description": (
+        "crud_stream_token=<token>; Path=/stream; HttpOnly; Max-Age up to the token's exp; "
+        "Secure; SameSite=None over HTTPS, SameSite=Lax over HTTP")}}
+    return {
+        "post": {
+            "operationId": "stream_session",
+            "summary": "Hand the bearer token to the stream routes as an HttpOnly cookie",
+            "description": "For browsers, whose EventSource cannot send Authorization: "
+                           "open the stream with withCredentials: true afterwards.",
+            "tags": ["streams"],
+            "responses": {"204": {"description": "The cookie is set", "headers": cookie},
+                          **_errors("401", "403", "429")},
+        },
+        "delete": {
+            "operationId": "stream_session_end",
+            "summary": "Remove the stream cookie",
+            "tags": ["streams"],
+            "responses": {"204": {"description": "The cookie is removed"},
+                          **_errors("403", "429")},
+        },
+    }
+
+
 def _stream(entity: Entity, name: str) -> dict:
     return {"get": {
         "operationId": f"stream_{entity.name}",
@@ -360,14 +412,14 @@ def _stream(entity: Entity, name: str) -> dict:
             "{table_name, action (I/U/D), the row's fields, old, commit_time, commit_lsn}`. "
             "Resume with Last-Event-ID (header or ?last_event_id=); `event: gap` says "
             "changes were trimmed away; ?history=all|<n>, ?action=I,U and <field>=eq.<value> "
-            "filter. Tokens may come as ?access_token=."),
+            "filter. The token: Authorization, or (browsers) the cookie POST /stream/session "
+            "sets; a token in the URL (?access_token=) is refused."),
         "tags": [entity.name],
         "parameters": [
             {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
             {"name": "last_event_id", "in": "query", "schema": {"type": "string"}},
             {"name": "history", "in": "query", "schema": {"type": "string"}},
             {"name": "action", "in": "query", "schema": {"type": "string"}},
-            {"name": "access_token", "in": "query", "schema": {"type": "string"}},
         ],
         "responses": {
             "200": {"description": "The event stream; each event's data is a change of "
@@ -397,6 +449,9 @@ def document(backend: Backend) -> dict:
             _endpoint(endpoint, wire))
     for entity in backend.streamed:
         paths[f"/stream/sse/{entity.name}"] = _stream(entity, _schema_name(entity))
+    if backend.streamed:
+        paths["/stream/sse"] = _multi_stream(backend)
+        paths["/stream/session"] = _stream_session()
     components: dict = {
         "schemas": schemas,
         "parameters": {

@@ -25,7 +25,10 @@ function _M.headers()
     if origin ~= "*" then
         h["Vary"] = "Origin"
     end
-    if CORS_CREDENTIALS then
+    -- The stream routes (under /stream/) take the token from the cookie POST /stream/session
+    -- sets, which a page on another origin sends only with credentials: an origin listed
+    -- exactly in api.cors may send it there (never one allowed only through "*").
+    if CORS_CREDENTIALS or (origin ~= "*" and ngx.var.uri:sub(1, 8) == "/stream/") then
         h["Access-Control-Allow-Credentials"] = "true"
     end
     if ngx.req.get_method() == "OPTIONS" then
@@ -211,8 +214,12 @@ local function role_of(claims)
 end
 
 local RESERVED_ARGS = {
-    last_event_id = true, history = true, action = true, access_token = true, ticks = true,
+    last_event_id = true, history = true, action = true, ticks = true,
 }
+-- The cookie that carries a browser's token to the stream routes (an EventSource cannot send
+-- an Authorization header). A token in the URL is refused by nginx.conf before any work:
+-- nginx writes the request line into error-log lines, so it would reach the logs.
+local SESSION_COOKIE = "crud_stream_token"
 local HEARTBEAT_MS = tonumber(os.getenv("CRUD_SSE_HEARTBEAT_MS") or "") or 15000
 local BATCH, LINGER = 500, 0.01
 -- Entries a worker keeps per stream for its subscribers (see "shared readers" below).
@@ -940,11 +947,130 @@ local OPENAPI = [[
         "parameters": []
       }
     },
+    "/stream/session": {
+      "post": {
+        "operationId": "stream_session",
+        "summary": "Hand the bearer token to the stream routes as an HttpOnly cookie",
+        "description": "For browsers, whose EventSource cannot send Authorization: open the stream with withCredentials: true afterwards.",
+        "tags": [
+          "streams"
+        ],
+        "responses": {
+          "204": {
+            "description": "The cookie is set",
+            "headers": {
+              "Set-Cookie": {
+                "schema": {
+                  "type": "string"
+                },
+                "description": "crud_stream_token=<token>; Path=/stream; HttpOnly; Max-Age up to the token's exp; Secure; SameSite=None over HTTPS, SameSite=Lax over HTTP"
+              }
+            }
+          },
+          "401": {
+            "$ref": "#/components/responses/E401"
+          },
+          "403": {
+            "$ref": "#/components/responses/E403"
+          },
+          "429": {
+            "$ref": "#/components/responses/E429"
+          }
+        }
+      },
+      "delete": {
+        "operationId": "stream_session_end",
+        "summary": "Remove the stream cookie",
+        "tags": [
+          "streams"
+        ],
+        "responses": {
+          "204": {
+            "description": "The cookie is removed"
+          },
+          "403": {
+            "$ref": "#/components/responses/E403"
+          },
+          "429": {
+            "$ref": "#/components/responses/E429"
+          }
+        }
+      }
+    },
+    "/stream/sse": {
+      "get": {
+        "operationId": "stream_entities",
+        "summary": "Changes of several entities on one Server-Sent Events stream",
+        "description": "Each event: `id: <entity>=<stream id>,...` (the position of every included stream; resume with Last-Event-ID), `event: <entity>`, `data:` as on the entity's own stream. Each entity's read permission is checked; ?action=I,U filters all of them; column filters are refused (use /stream/sse/<entity>). The token: Authorization, or (browsers) the cookie POST /stream/session sets.",
+        "tags": [
+          "streams"
+        ],
+        "parameters": [
+          {
+            "name": "entities",
+            "in": "query",
+            "required": true,
+            "description": "Comma-separated: article",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "last_event_id",
+            "in": "query",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "action",
+            "in": "query",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The event stream",
+            "content": {
+              "text/event-stream": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "400": {
+            "$ref": "#/components/responses/E400"
+          },
+          "401": {
+            "$ref": "#/components/responses/E401"
+          },
+          "403": {
+            "$ref": "#/components/responses/E403"
+          },
+          "404": {
+            "$ref": "#/components/responses/E404"
+          },
+          "429": {
+            "$ref": "#/components/responses/E429"
+          }
+        }
+      }
+    },
     "/stream/sse/article": {
       "get": {
         "operationId": "stream_article",
         "summary": "Changes of article as Server-Sent Events",
-        "description": "Roles: authenticated. Each event: `id: <stream id>`, `data: {table_name, action (I/U/D), the row's fields, old, commit_time, commit_lsn}`. Resume with Last-Event-ID (header or ?last_event_id=); `event: gap` says changes were trimmed away; ?history=all|<n>, ?action=I,U and <field>=eq.<value> filter. Tokens may come as ?access_token=.",
+        "description": "Roles: authenticated. Each event: `id: <stream id>`, `data: {table_name, action (I/U/D), the row's fields, old, commit_time, commit_lsn}`. Resume with Last-Event-ID (header or ?last_event_id=); `event: gap` says changes were trimmed away; ?history=all|<n>, ?action=I,U and <field>=eq.<value> filter. The token: Authorization, or (browsers) the cookie POST /stream/session sets; a token in the URL (?access_token=) is refused.",
         "tags": [
           "article"
         ],
@@ -972,13 +1098,6 @@ local OPENAPI = [[
           },
           {
             "name": "action",
-            "in": "query",
-            "schema": {
-              "type": "string"
-            }
-          },
-          {
-            "name": "access_token",
             "in": "query",
             "schema": {
               "type": "string"
@@ -1425,7 +1544,14 @@ GET endpoints take their arguments as query parameters, POST endpoints as a JSON
 
 Each committed change of a streamed entity is appended to its Redis stream and served as
 Server-Sent Events (`Last-Event-ID` resumes without a gap); Dapr apps subscribe to the same
-stream through the `crud-pubsub` component.
+stream through the `crud-pubsub` component. A stream takes the token as `Authorization:
+Bearer`; a browser's EventSource, which cannot send headers, first posts its token to
+`POST /stream/session` (an HttpOnly cookie for `/stream` comes back) and opens the stream
+with `withCredentials: true` from an origin `api.cors` lists exactly. A token in the URL
+(`?access_token=`) is refused: it would be written into the gateway's error log. A page
+that follows several entities opens one stream for all of them,
+`/stream/sse?entities=a,b` (each event named by its entity in `event:`), instead of one
+connection per entity.
 
 | entity | SSE | Redis stream / Dapr topic | Dapr subscribers |
 |---|---|---|---|
@@ -1541,6 +1667,56 @@ local function claims_of(authorization)
     payload = payload:gsub("-", "+"):gsub("_", "/")
     payload = payload .. string.rep("=", (4 - #payload % 4) % 4)
     return cjson.decode(ngx.decode_base64(payload) or "") or {}
+end
+
+-- POST /stream/session with `Authorization: Bearer <token>`: answered with the token in an
+-- HttpOnly cookie limited to the stream routes (Path=/stream), which a browser's EventSource
+-- sends (`withCredentials: true` from another origin) and the stream routes read when no
+-- Authorization header came. The token is not judged here: PostgREST judges it on every
+-- stream request as it judges a header. The cookie expires with the token (Max-Age up to its
+-- `exp`; a token without `exp` gives a cookie for the browser session). Over HTTPS (the
+-- request's scheme, or X-Forwarded-Proto from a TLS front) it is `Secure; SameSite=None`,
+-- so a page of another site may use it; over plain HTTP browsers keep only a cookie without
+-- Secure, `SameSite=Lax`, sent to the same site (another port or subdomain) only.
+-- DELETE /stream/session removes it.
+function _M.stream_session()
+    local origin = ngx.var.http_origin
+    if origin and origin ~= "" and (ngx.var.crud_cors_origin or "") == "" then
+        return fail(403, "forbidden", "Origin " .. origin .. " is not allowed (api.cors)")
+    end
+    local https = ngx.var.scheme == "https" or ngx.var.http_x_forwarded_proto == "https"
+    local attributes = "; Path=/stream; HttpOnly; "
+        .. (https and "Secure; SameSite=None" or "SameSite=Lax")
+    ngx.header["Cache-Control"] = "no-store"
+    local method = ngx.req.get_method()
+    if method == "DELETE" then
+        ngx.header["Set-Cookie"] = SESSION_COOKIE .. "=; Max-Age=0" .. attributes
+        return ngx.exit(204)
+    end
+    if method ~= "POST" then
+        ngx.header["Allow"] = "POST, DELETE"
+        return fail(405, "method_not_allowed", "POST (with Authorization) or DELETE")
+    end
+    local authorization = ngx.var.http_authorization or ""
+    -- RFC 6750's token68 characters, all of them allowed in a cookie value.
+    local token = authorization:match("^[Bb]earer%s+([%w%-%._~%+/]+=*)$")
+    if not token then
+        ngx.header["WWW-Authenticate"] = "Bearer"
+        return fail(401, "unauthorized", "Send the token as Authorization: Bearer <token>")
+    end
+    local claims = claims_of(authorization)
+    local max_age = ""
+    if type(claims.exp) == "number" then
+        local left = math.floor(claims.exp - ngx.time())
+        if left <= 0 then
+            ngx.header["WWW-Authenticate"] = 'Bearer error="invalid_token", '
+                .. 'error_description="JWT expired"'
+            return fail(401, "unauthorized", "The token has expired")
+        end
+        max_age = "; Max-Age=" .. left
+    end
+    ngx.header["Set-Cookie"] = SESSION_COOKIE .. "=" .. token .. max_age .. attributes
+    return ngx.exit(204)
 end
 
 local function connect()
@@ -1750,6 +1926,13 @@ local function wake(reader)
     if waiting > 0 then
         reader.sema:post(waiting)
     end
+    -- Multi-entity subscribers wait on a semaphore of their own, woken by each of their
+    -- readers.
+    for listener in pairs(reader.listeners) do
+        if listener:count() < 0 then
+            listener:post(1)
+        end
+    end
 end
 
 local function append(reader, entry)
@@ -1868,7 +2051,7 @@ local function subscribe(topic, label)
     local reader = readers[topic]
     if not reader then
         reader = { topic = topic, label = label, subscribers = 0, ring = {}, first = 1, last = 0,
-                   sema = semaphore.new(0) }
+                   sema = semaphore.new(0), listeners = {} }
         local ok, err = ngx.timer.at(0, run_reader, reader)
         if not ok then
             ngx.log(ngx.WARN, "sse: cannot start the reader of ", label, ": ", err)
@@ -1898,13 +2081,17 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
         for key in pairs(args) do
             if not RESERVED_ARGS[key] and not columns[key] then
                 return fail(400, "bad_request", "Unknown query parameter '" .. tostring(key)
-                    .. "': a stream takes last_event_id, history, action, access_token, ticks "
+                    .. "': a stream takes last_event_id, history, action, ticks "
                     .. "and filters on " .. label .. "'s columns (<column>=eq.<value>)")
             end
         end
     end
-    if type(args.access_token) == "string" then
-        ngx.req.set_header("Authorization", "Bearer " .. args.access_token)
+    -- The token: the Authorization header, else the cookie of POST /stream/session.
+    if not ngx.var.http_authorization then
+        local cookie = ngx.var["cookie_" .. SESSION_COOKIE]
+        if cookie and cookie ~= "" then
+            ngx.req.set_header("Authorization", "Bearer " .. cookie)
+        end
     end
     local check = ngx.location.capture("/_crud_authz/" .. table)
     if check.status ~= 200 then
@@ -2115,6 +2302,290 @@ local function serve(label, topic, table, owner_column, shared_read, admins, col
         -- the id of the last event it got, so nothing is lost or repeated and the new
         -- configuration applies to it.
         if ngx.worker.exiting() then
+            break
+        end
+    end
+    finish()
+    if red then
+        red:set_keepalive(60000, 100)
+    end
+end
+
+-- ------------------------------------------------------------------ several entities
+-- /stream/sse?entities=a,b: the changes of several entities on one connection (a browser
+-- keeps at most six HTTP/1.1 connections per origin, so six entity streams would leave a
+-- page's REST calls waiting). Each event names its entity in `event:`; its `id:` is the
+-- position of every included stream after it, `<entity>=<stream id>` joined by commas, so a
+-- reconnect with Last-Event-ID resumes each stream exactly where it was, whatever happened
+-- to the others meanwhile. The subscriber waits on each entity's worker reader (the readers
+-- wake it through a semaphore of its own) and reads Redis itself only to catch up, as a
+-- single stream does. Each entity is checked as its own stream is (PostgREST's read
+-- permission, owner and tenant visibility); `action` filters every entity; column filters
+-- belong to the single streams and are refused here.
+local MULTI_ARGS = { entities = true, last_event_id = true, action = true }
+
+local function positions_of(text)
+    local positions = {}
+    if type(text) == "string" then
+        for name, id in text:gmatch("([%w_]+)=(%d+%-%d+)") do
+            positions[name] = id
+        end
+    end
+    return positions
+end
+
+function _M.multi()
+    local origin = ngx.var.http_origin
+    if origin and origin ~= "" and (ngx.var.crud_cors_origin or "") == "" then
+        return fail(403, "forbidden", "Origin " .. origin .. " is not allowed (api.cors)")
+    end
+    local args = ngx.req.get_uri_args(50)
+    for key in pairs(args) do
+        if not MULTI_ARGS[key] then
+            return fail(400, "bad_request", "Unknown query parameter '" .. tostring(key)
+                .. "': a multi-entity stream takes entities, last_event_id and action; "
+                .. "filters on columns are taken by /stream/sse/<entity>")
+        end
+    end
+    if type(args.entities) ~= "string" or args.entities == "" then
+        return fail(400, "bad_request", "Name the entities: /stream/sse?entities=a,b")
+    end
+    local names, named = {}, {}
+    for name in args.entities:gmatch("[^,]+") do
+        if not STREAMS[name] then
+            return fail(404, "not_found", "No such stream: " .. name)
+        end
+        if named[name] then
+            return fail(400, "bad_request", "Entity " .. name .. " is named twice")
+        end
+        named[name] = true
+        names[#names + 1] = name
+    end
+    if #names == 0 then
+        return fail(400, "bad_request", "Name the entities: /stream/sse?entities=a,b")
+    end
+    if not ngx.var.http_authorization then
+        local cookie = ngx.var["cookie_" .. SESSION_COOKIE]
+        if cookie and cookie ~= "" then
+            ngx.req.set_header("Authorization", "Bearer " .. cookie)
+        end
+    end
+    local probes = {}
+    for i, name in ipairs(names) do
+        probes[i] = { "/_crud_authz/" .. name }
+    end
+    local checks = { ngx.location.capture_multi(probes) }
+    for i, check in ipairs(checks) do
+        if check.status ~= 200 then
+            return refuse(check, names[i])
+        end
+    end
+    local claims = claims_of(ngx.var.http_authorization)
+    local role = role_of(claims) or ""
+    local actions = filters_of({ action = args.action })
+    local cursors = {}
+    for i, name in ipairs(names) do
+        local stream = STREAMS[name]
+        local c = { name = name, topic = stream.topic }
+        if stream.owner and not stream.shared_read and not stream.admins[role] then
+            c.owner, c.user = stream.owner, claims[USER_CLAIM]
+        end
+        if stream.tenancy and not stream.tenancy.platform[role] then
+            local claimed = claims[TENANT_CLAIM]
+            if claimed == nil or claimed == cjson.null or type(claimed) == "table" then
+                return fail(403, "forbidden", "The token names no tenant (claim "
+                    .. TENANT_CLAIM .. "): " .. name .. " is per tenant")
+            end
+            c.tenant, c.tenant_id = stream.tenancy.column, tostring(claimed)
+        end
+        c.filtered = actions ~= nil or c.owner ~= nil or c.tenant ~= nil
+        cursors[i] = c
+    end
+
+    local red, err = connect()
+    if not red then
+        ngx.log(ngx.ERR, "sse: redis: ", err)
+        return retry_later("unavailable", "entities")
+    end
+    -- Each stream starts after its position in Last-Event-ID, else after its newest event.
+    local resumed = positions_of(ngx.var.http_last_event_id or args.last_event_id)
+    for _, c in ipairs(cursors) do
+        if resumed[c.name] then
+            c.last, c.check_gap = resumed[c.name], true
+        else
+            local newest
+            newest, err = red:xrevrange(c.topic, "+", "-", "COUNT", 1)
+            if not newest then
+                return retry_later("unavailable", "entities")
+            end
+            c.last = (newest[1] and newest[1][1]) or "0-0"
+        end
+    end
+    local sema = semaphore.new(0)
+    local aborted, counted = false, {}
+    local function finish()
+        for c in pairs(counted) do
+            counted[c] = nil
+            c.reader.subscribers = c.reader.subscribers - 1
+            c.reader.listeners[sema] = nil
+            metrics:incr("sse_subscribers\t" .. c.name, -1, 0)
+        end
+    end
+    for _, c in ipairs(cursors) do
+        c.reader = subscribe(c.topic, c.name)
+        if not c.reader then
+            finish()
+            return retry_later("unavailable", "entities")
+        end
+        c.reader.listeners[sema] = true
+        counted[c] = true
+        metrics:incr("sse_subscribers\t" .. c.name, 1, 0)
+    end
+    local function position()
+        local parts = {}
+        for i, c in ipairs(cursors) do
+            parts[i] = c.name .. "=" .. c.last
+        end
+        return table.concat(parts, ",")
+    end
+
+    ngx.header["Content-Type"] = "text/event-stream"
+    ngx.header["Cache-Control"] = "no-cache"
+    ngx.header["X-Accel-Buffering"] = "no"
+    ngx.status = 200
+    -- As on a single stream: the position from the first byte, in a block without data.
+    ngx.print("retry: ", math.random(RETRY_MIN_MS, RETRY_MAX_MS), "\nid: ", position(), "\n\n")
+    ngx.flush(true)
+    ngx.on_abort(function()
+        aborted = true
+        finish()
+        ngx.exit(499)
+    end)
+    local function gap_event(c, trimmed)
+        metrics:incr("sse_gaps\t" .. c.name, 1, 0)
+        ngx.log(ngx.WARN, "sse: gap on ", c.name, ": client resumed from ", c.last,
+                ", changes removed through ", trimmed)
+        return "event: gap\ndata: " .. cjson.encode({
+            table_name = c.name, action = TICK, commit_time = iso_now(),
+            gap = { last_event_id = c.last, trimmed_through = trimmed },
+        }) .. "\n\n"
+    end
+    local quiet_since = ngx.now()
+    while not aborted do
+        local out, pending, progressed, ended = {}, {}, false, false
+        for _, c in ipairs(cursors) do
+            local reader = c.reader
+            if c.index and c.index < reader.first - 1 then
+                c.index = nil
+                c.check_gap = true
+            end
+            if not c.index and not c.check_gap then
+                c.index = ring_index(reader, c.last)
+            end
+            local entries
+            if c.index == nil then
+                if not red then
+                    red, err = connect()
+                    if not red then
+                        ngx.log(ngx.WARN, "sse: redis: ", err)
+                        ended = true
+                        break
+                    end
+                end
+                local reply
+                reply, err = red:xrange(c.topic, "(" .. c.last, "+", "COUNT", BATCH)
+                metrics:incr("sse_catchups\t" .. c.name, 1, 0)
+                if not reply then
+                    ngx.log(ngx.WARN, "sse: redis read: ", err)
+                    ended = true
+                    break
+                end
+                if c.check_gap or #reply >= BATCH then
+                    local trimmed = gap_since(red, c.topic, c.last)
+                    if trimmed then
+                        out[#out + 1] = gap_event(c, trimmed)
+                        c.last = trimmed
+                    end
+                    c.check_gap = false
+                end
+                entries = {}
+                for i, raw_entry in ipairs(reply) do
+                    entries[i] = make_entry(raw_entry[1], raw_entry[2])
+                end
+                if #reply < BATCH then
+                    c.index = ring_index(reader,
+                                         entries[#entries] and entries[#entries].id or c.last)
+                end
+                progressed = true
+            elseif c.index and c.index < reader.last then
+                local upto = math.min(reader.last, c.index + BATCH)
+                entries = {}
+                for i = c.index + 1, upto do
+                    entries[#entries + 1] = reader.ring[i % RING]
+                end
+                c.index = upto
+            elseif reader.stopped then
+                ended = true
+                break
+            end
+            if entries then
+                for _, entry in ipairs(entries) do
+                    pending[#pending + 1] = { c, entry }
+                end
+            end
+        end
+        -- Stream ids are `<commit LSN>-<n>` in every stream: in id order is in commit order.
+        table.sort(pending, function(a, b) return id_less(a[2].id, b[2].id) end)
+        for _, item in ipairs(pending) do
+            local c, entry = item[1], item[2]
+            if entry.gap and id_less(c.last, entry.gap) then
+                out[#out + 1] = gap_event(c, entry.gap)
+            end
+            c.last = entry.id
+            local frame = entry.frame
+            if frame and c.filtered then
+                metrics:incr("sse_filter_checks\t" .. c.name, 1, 0)
+                local data = entry_data(entry)
+                if not (data and visible(data, actions, {}, c.owner, c.user, c.tenant,
+                                         c.tenant_id)) then
+                    frame = nil
+                end
+            end
+            if frame then
+                -- The reader's frame is `id: <id>\ndata: <body>\n\n`: its body, re-framed.
+                out[#out + 1] = "id: " .. position() .. "\nevent: " .. c.name .. "\ndata: "
+                    .. frame:sub(#entry.id + 12, -3) .. "\n\n"
+                metrics:incr("sse_events\t" .. c.name, 1, 0)
+            end
+        end
+        local in_rings = true
+        for _, c in ipairs(cursors) do
+            if not c.index then
+                in_rings = false
+            end
+        end
+        if in_rings and red then
+            red:set_keepalive(60000, 100)
+            red = nil
+        end
+        if #pending == 0 and not progressed and not ended and #out == 0 then
+            local wait = quiet_since + HEARTBEAT_MS / 1000 - ngx.now()
+            if wait <= 0 or not sema:wait(wait) then
+                if ngx.now() - quiet_since >= HEARTBEAT_MS / 1000 - 0.001 then
+                    out[1] = ": heartbeat\n\n"
+                end
+            end
+        end
+        if #out > 0 then
+            ngx.print(out)
+            local sent, flush_err = ngx.flush(true)
+            if not sent then
+                ngx.log(ngx.INFO, "sse: client gone: ", flush_err)
+                break
+            end
+            quiet_since = ngx.now()
+        end
+        if ended or ngx.worker.exiting() then
             break
         end
     end
