@@ -69,6 +69,19 @@ def _as_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
+def _terminate(process: subprocess.Popen | None) -> None:
+    """Stop a server started here: SIGTERM, then SIGKILL if it is still there after 10 s;
+    waited for either way, so no zombie is left."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+
+
 class PostgresServer:
     """A PostgreSQL cluster with wal_level=logical, trust auth on loopback."""
 
@@ -302,12 +315,7 @@ class Gateway:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        _terminate(self.process)
         shutil.rmtree(self.prefix, ignore_errors=True)
 
     def access_log(self) -> str:
@@ -502,13 +510,7 @@ class GraphqlServer:
         return self.log.read_text() if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        _terminate(self.process)
         shutil.rmtree(self.prefix, ignore_errors=True)
 
 

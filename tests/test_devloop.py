@@ -111,6 +111,18 @@ def test_editing_the_proto_reaches_database_and_stream(test_host, pg, redis_serv
         loop.stop()
 
 
+def _wait_running(process: subprocess.Popen) -> str:
+    """crud-dev's stderr until it says it runs (two minutes at most); what it printed."""
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "running in network namespace" not in seen:
+        assert time.monotonic() < deadline and process.poll() is None, seen
+        ready, _, _ = select.select([process.stderr], [], [], 1)
+        if ready:
+            seen += process.stderr.readline()
+    return seen
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
                          ids=["SIGINT", "SIGTERM", "SIGHUP"])
 def test_a_signal_stops_everything_make_dev_started(signal_number, open_tmp):
@@ -123,13 +135,7 @@ def test_a_signal_stops_everything_make_dev_started(signal_number, open_tmp):
          str(EXAMPLES_DIR / "product" / "product.textproto"), "-o", str(open_tmp / "out")],
         env={**os.environ, "CRUD_DEV_NETNS": name}, stderr=subprocess.PIPE, text=True)
     try:
-        seen = ""
-        deadline = time.monotonic() + 120
-        while "running in network namespace" not in seen:
-            assert time.monotonic() < deadline and process.poll() is None, seen
-            ready, _, _ = select.select([process.stderr], [], [], 1)
-            if ready:
-                seen += process.stderr.readline()
+        seen = _wait_running(process)
         pids = {int(p) for p in subprocess.run(["ip", "netns", "pids", name], capture_output=True,
                                                text=True, check=True).stdout.split()}
         assert len(pids) >= 4, seen  # postgres (and its workers), redis, relay, nginx, node
@@ -167,13 +173,7 @@ def test_a_second_make_dev_says_one_is_running(open_tmp):
     first = subprocess.Popen([*argv, "-o", str(tmp_path / "one")], env=env,
                              stderr=subprocess.PIPE, text=True)
     try:
-        seen = ""
-        deadline = time.monotonic() + 120
-        while "running in network namespace" not in seen:
-            assert time.monotonic() < deadline and first.poll() is None, seen
-            ready, _, _ = select.select([first.stderr], [], [], 1)
-            if ready:
-                seen += first.stderr.readline()
+        _wait_running(first)
         second = subprocess.run([*argv, "-o", str(tmp_path / "two")], env=env,
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
@@ -191,13 +191,7 @@ def test_a_second_make_dev_says_one_is_running(open_tmp):
 
 def _start_dev(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    seen = ""
-    deadline = time.monotonic() + 120
-    while "running in network namespace" not in seen:
-        assert time.monotonic() < deadline and process.poll() is None, seen
-        ready, _, _ = select.select([process.stderr], [], [], 1)
-        if ready:
-            seen += process.stderr.readline()
+    _wait_running(process)
     return process
 
 

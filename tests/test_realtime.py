@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import Callable
 from urllib.parse import quote
 
 import psycopg
@@ -138,24 +139,33 @@ class SseClient:
         self.closed = False
 
     def events(self, count: int, timeout: float = 10) -> list[tuple[str, dict]]:
-        """The next `count` events (fewer if the timeout passes first)."""
-        found: list[tuple[str, dict]] = []
+        """The next `count` events (fewer if the timeout passes first): (id, data)."""
+        return [(event_id, data) for event_id, _, data in self.blocks(count, timeout)]
+
+    def blocks(self, count: int, timeout: float = 10,
+               keep: Callable[[str | None, dict | None], bool] = lambda _id, data: data is not None,
+               ) -> list[tuple[str | None, str | None, dict | None]]:
+        """The next `count` blocks that `keep(id, data)` keeps (by default those with data,
+        which an EventSource dispatches), each as (id, event name, data)."""
+        found: list[tuple[str | None, str | None, dict | None]] = []
         deadline = time.monotonic() + timeout
         while len(found) < count and time.monotonic() < deadline:
             while b"\n\n" in self.buffer and len(found) < count:
                 block, _, self.buffer = self.buffer.partition(b"\n\n")
-                event_id, data = None, None
+                event_id = event = data = None
                 for line in block.decode().split("\n"):
                     if line.startswith(":"):
                         self.comments += 1
                     elif line.startswith("id: "):
                         event_id = self.last_id = line[4:]
+                    elif line.startswith("event: "):
+                        event = line[7:]
                     elif line.startswith("retry: "):
                         self.retry = int(line[7:])
                     elif line.startswith("data: "):
                         data = json.loads(line[6:])
-                if data is not None:
-                    found.append((event_id, data))
+                if keep(event_id, data):
+                    found.append((event_id, event, data))
             if len(found) >= count:
                 break
             self.sock.settimeout(max(0.05, deadline - time.monotonic()))

@@ -10,11 +10,13 @@ block without data), which the browser keeps without dispatching an event."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,28 @@ class Browser:
             self.process.wait()
 
 
+@contextlib.contextmanager
+def page_in_browser(netns, tmp_path: Path, html: str) -> Iterator[Browser]:
+    """`html` served at PAGE_ORIGIN/page.html and opened in headless Chromium; the page's
+    server and the browser are stopped afterwards."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "page.html").write_text(html)
+    server = netns.popen(sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1",
+                         "--directory", str(site), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    browser = None
+    try:
+        wait_port(netns, 8000)
+        browser = Browser(netns, tmp_path, f"{PAGE_ORIGIN}/page.html")
+        yield browser
+    finally:
+        if browser is not None:
+            browser.close()
+        server.terminate()
+        server.wait(10)
+
+
 @pytest.fixture
 def product_stack(make_stack, tmp_path):
     """The product example with CORS allowing the page's origin."""
@@ -105,17 +129,8 @@ def test_a_browser_cut_off_before_its_first_event_misses_nothing(product_stack, 
     are lost)."""
     running = product_stack
     entity, insert = INSERTS["product"]
-    site = tmp_path / "site"
-    site.mkdir()
     url = f"{GATEWAY}/stream/sse/{entity}"
-    (site / "page.html").write_text(page(url, token(ADMIN)))
-    server = test_host.popen(sys.executable, "-m", "http.server", "8000", "--bind",
-                             "127.0.0.1", "--directory", str(site),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    browser = None
-    try:
-        wait_port(test_host, 8000)
-        browser = Browser(test_host, tmp_path, f"{PAGE_ORIGIN}/page.html")
+    with page_in_browser(test_host, tmp_path, page(url, token(ADMIN))) as browser:
         browser.wait(lambda: ("open", "") in browser.console())
         time.sleep(1)  # two heartbeats: still nothing to dispatch
         assert browser.messages() == []
@@ -138,11 +153,6 @@ def test_a_browser_cut_off_before_its_first_event_misses_nothing(product_stack, 
         assert all(m["id"] for m in got)
         opened = [kind for kind, _ in browser.console() if kind == "open"]
         assert len(opened) == 2, browser.console()  # the first connection and the reconnect
-    finally:
-        if browser is not None:
-            browser.close()
-        server.terminate()
-        server.wait(10)
 
 
 @pytest.mark.one_major
@@ -154,19 +164,11 @@ def test_a_page_on_another_origin_streams_with_the_session_cookie(product_stack,
     page's token, and a committed change arrives."""
     running = product_stack
     entity, insert = INSERTS["product"]
-    site = tmp_path / "site"
-    site.mkdir()
     # A token of the page's own (unsigned, as the stand-in PostgREST takes any), not in a URL.
     secret = token({**ADMIN, "page": "cookie-test"})
-    (site / "page.html").write_text(page(f"{GATEWAY}/stream/sse/{entity}", secret))
-    server = test_host.popen(sys.executable, "-m", "http.server", "8000", "--bind",
-                             "127.0.0.1", "--directory", str(site),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    browser = None
-    try:
-        wait_port(test_host, 8000)
-        recording.mark()
-        browser = Browser(test_host, tmp_path, f"{PAGE_ORIGIN}/page.html")
+    recording.mark()
+    with page_in_browser(test_host, tmp_path,
+                         page(f"{GATEWAY}/stream/sse/{entity}", secret)) as browser:
         browser.wait(lambda: ("open", "") in browser.console())
         assert ("session", "204") in browser.console()
         probes = [r for r in recording.since() if r["path"] == f"/{entity}"]
@@ -178,8 +180,3 @@ def test_a_page_on_another_origin_streams_with_the_session_cookie(product_stack,
         assert [(r["action"], r["id"]) for r in got] == [("I", row["id"]) for _, row in rows]
         # The stream requests the gateway logged carry no token (the URL had none).
         assert secret not in running.gateway.access_log()
-    finally:
-        if browser is not None:
-            browser.close()
-        server.terminate()
-        server.wait(10)

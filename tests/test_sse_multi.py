@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import time
 
 import pytest
 
-from .support import EXAMPLES_DIR, call, from_textproto, wait_port
+from .support import EXAMPLES_DIR, call, from_textproto
 from .test_realtime import ADMIN, SseClient, published, token
-from .test_sse_browser import GATEWAY, PAGE_ORIGIN, Browser
+from .test_sse_browser import GATEWAY, PAGE_ORIGIN, page_in_browser
 
 ENTITIES = "customer,product,order_items"
 PATH = f"/stream/sse?entities={ENTITIES}"
@@ -38,34 +35,9 @@ def store(make_stack, tmp_path):
 class MultiClient(SseClient):
     """SseClient that keeps each block's `event:` and the id-only opening block."""
 
-    def blocks(self, count: int, timeout: float = 10) -> list[tuple[str | None, str | None,
-                                                                     dict | None]]:
-        found = []
-        deadline = time.monotonic() + timeout
-        while len(found) < count and time.monotonic() < deadline:
-            while b"\n\n" in self.buffer and len(found) < count:
-                block, _, self.buffer = self.buffer.partition(b"\n\n")
-                event_id = event = data = None
-                for line in block.decode().split("\n"):
-                    if line.startswith("id: "):
-                        event_id = line[4:]
-                    elif line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("data: "):
-                        data = json.loads(line[6:])
-                if event_id is not None or data is not None:
-                    found.append((event_id, event, data))
-            if len(found) >= count:
-                break
-            self.sock.settimeout(max(0.05, deadline - time.monotonic()))
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            self.buffer += chunk
-        return found
+    def blocks(self, count: int, timeout: float = 10,
+               keep=lambda event_id, data: event_id is not None or data is not None):
+        return super().blocks(count, timeout, keep)
 
 
 def customer_insert(tag: str) -> str:
@@ -183,18 +155,9 @@ for (const entity of %(list)s) {
 @pytest.mark.one_major
 def test_a_page_with_one_multi_entity_stream_keeps_its_rest_calls(store, test_host, tmp_path):
     running = store
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "page.html").write_text(PAGE % {
-        "gateway": json.dumps(GATEWAY), "token": json.dumps(token(ADMIN)),
-        "entities": ENTITIES, "list": json.dumps(ENTITIES.split(","))})
-    server = test_host.popen(sys.executable, "-m", "http.server", "8000", "--bind",
-                             "127.0.0.1", "--directory", str(site),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    browser = None
-    try:
-        wait_port(test_host, 8000)
-        browser = Browser(test_host, tmp_path, f"{PAGE_ORIGIN}/page.html")
+    html = PAGE % {"gateway": json.dumps(GATEWAY), "token": json.dumps(token(ADMIN)),
+                   "entities": ENTITIES, "list": json.dumps(ENTITIES.split(","))}
+    with page_in_browser(test_host, tmp_path, html) as browser:
         browser.wait(lambda: ("open", "") in browser.console())
         # Both rounds of REST calls complete while the one stream is open.
         browser.wait(lambda: [k for k, _ in browser.console() if k == "rest"] == ["rest"] * 2)
@@ -207,8 +170,3 @@ def test_a_page_with_one_multi_entity_stream_keeps_its_rest_calls(store, test_ho
         assert got == changes
         assert all(m["id"].startswith("customer=") for m in browser.messages())
         assert [k for k, _ in browser.console()].count("open") == 1
-    finally:
-        if browser is not None:
-            browser.close()
-        server.terminate()
-        server.wait(10)

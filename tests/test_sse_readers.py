@@ -18,18 +18,12 @@ import pytest
 
 from .support import call, from_text
 from .test_realtime import SseClient
+from .test_realtime_faults import CONFIG as FAULTS_CONFIG
 from .test_realtime_faults import Writer, verify, wait_for_length
 
-CONFIG = """
-database { name: "readers" }
-entity {
-  name: "tick"
-  fields { name: "n" type: SQL_TYPE_BIGINT constraints { not_null: true unique: true } }
-  fields { name: "note" type: SQL_TYPE_TEXT }
-  api { access { read: ["anon"] } }
-  stream { max_len: 1000000 }
-}
-"""
+# The fault tests' `tick` entity (a unique counter per row, read by anon), in its own database.
+CONFIG = FAULTS_CONFIG.replace('database { name: "faults" }', 'database { name: "readers" }')
+assert CONFIG != FAULTS_CONFIG
 TOPIC = "crud.tick"
 RING = 16
 ENV = {"CRUD_SSE_HEARTBEAT_MS": "500", "CRUD_SSE_RING": str(RING)}

@@ -87,23 +87,7 @@ def postgrest_objects(backend: Backend) -> list[c.Resource]:
     init: list[dict] = []
     if backend.auth.type == "OAUTH2":
         # The key set is fetched and checked before PostgREST starts, as compose's `jwks`.
-        volumes += [{"name": "jwks", "emptyDir": {"sizeLimit": "1Mi"}},
-                    {"name": "jwks-script", "configMap": {"name": config_name, "items": [
-                        {"key": "jwks.py", "path": "jwks.py"}]}}]
-        mounts.append({"name": "jwks", "mountPath": postgrest.JWKS_DIR, "readOnly": True})
-        jwks_env = [c.secret_env("PGRST_JWT_SECRET", c.JWT_SECRET, "PGRST_JWT_SECRET",
-                                 optional=not backend.rules)]
-        init.append({
-            "name": "jwks", "image": IMAGES["jwks"],
-            "command": ["python", "/etc/crud/jwks.py", "--out", postgrest.JWKS_PATH,
-                        backend.auth.jwks_url],
-            "env": jwks_env,
-            "volumeMounts": [{"name": "jwks", "mountPath": postgrest.JWKS_DIR},
-                             {"name": "jwks-script", "mountPath": "/etc/crud",
-                              "readOnly": True}],
-            "resources": c.resources("50m", "64Mi", "200m", "128Mi"),
-            "securityContext": c.secure(NOBODY),
-        })
+        _fetch_key_set(backend, config_name, volumes, mounts, init)
     container = {
         "name": "postgrest", "image": IMAGES["crud"],
         "command": ["postgrest", "/etc/postgrest/postgrest.conf"],
@@ -181,22 +165,7 @@ def graphql_objects(backend: Backend) -> list[c.Resource]:
               {"name": "tmp", "mountPath": "/tmp"}]
     if backend.auth.type == "OAUTH2":
         # The key set PostgREST verifies with, fetched and checked the same way.
-        volumes += [{"name": "jwks", "emptyDir": {"sizeLimit": "1Mi"}},
-                    {"name": "jwks-script", "configMap": {"name": config_name, "items": [
-                        {"key": "jwks.py", "path": "jwks.py"}]}}]
-        mounts.append({"name": "jwks", "mountPath": postgrest.JWKS_DIR, "readOnly": True})
-        init.append({
-            "name": "jwks", "image": IMAGES["jwks"],
-            "command": ["python", "/etc/crud/jwks.py", "--out", postgrest.JWKS_PATH,
-                        backend.auth.jwks_url],
-            "env": [c.secret_env("PGRST_JWT_SECRET", c.JWT_SECRET, "PGRST_JWT_SECRET",
-                                 optional=not backend.rules)],
-            "volumeMounts": [{"name": "jwks", "mountPath": postgrest.JWKS_DIR},
-                             {"name": "jwks-script", "mountPath": "/etc/crud",
-                              "readOnly": True}],
-            "resources": c.resources("50m", "64Mi", "200m", "128Mi"),
-            "securityContext": c.secure(NOBODY),
-        })
+        _fetch_key_set(backend, config_name, volumes, mounts, init)
     container = {
         "name": "graphql", "image": IMAGES["graphql"],
         "command": ["node", "server.mjs"],
@@ -415,3 +384,25 @@ def render(backend: Backend) -> dict[str, list[c.Resource]]:
     return {"postgrest": postgrest_objects(backend), "graphql": graphql_objects(backend),
             "gateway": gateway_objects(backend),
             "relay": relay_objects(backend), "redis": redis_objects(backend)}
+
+
+def _fetch_key_set(backend: Backend, config_name: str, volumes: list[dict],
+                   mounts: list[dict], init: list[dict]) -> None:
+    """The OAuth2 key set for a pod's server (PostgREST, GraphQL): an init container runs
+    jwks.py from the config map into an emptyDir the server mounts read-only, so the pod
+    starts only with a checked key set, as compose's `jwks` job does."""
+    volumes.extend([{"name": "jwks", "emptyDir": {"sizeLimit": "1Mi"}},
+                    {"name": "jwks-script", "configMap": {"name": config_name, "items": [
+                        {"key": "jwks.py", "path": "jwks.py"}]}}])
+    mounts.append({"name": "jwks", "mountPath": postgrest.JWKS_DIR, "readOnly": True})
+    init.append({
+        "name": "jwks", "image": IMAGES["jwks"],
+        "command": ["python", "/etc/crud/jwks.py", "--out", postgrest.JWKS_PATH,
+                    backend.auth.jwks_url],
+        "env": [c.secret_env("PGRST_JWT_SECRET", c.JWT_SECRET, "PGRST_JWT_SECRET",
+                             optional=not backend.rules)],
+        "volumeMounts": [{"name": "jwks", "mountPath": postgrest.JWKS_DIR},
+                         {"name": "jwks-script", "mountPath": "/etc/crud", "readOnly": True}],
+        "resources": c.resources("50m", "64Mi", "200m", "128Mi"),
+        "securityContext": c.secure(NOBODY),
+    })
