@@ -14,7 +14,6 @@ import copy
 import datetime
 import enum
 import json
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from urllib.parse import quote
 import betterproto2
 import httpx
 
-from .checks import Rules, check_row
+from .checks import Rules, check_row, parse_duration
 from .errors import ApiError, error_from_response
 
 M = TypeVar("M", bound=betterproto2.Message)
@@ -50,21 +49,6 @@ def duration(value: datetime.timedelta) -> str:
     digits = f"{fraction:06d}"
     digits = digits[:3] if digits.endswith("000") else digits  # 0, 3 or 6 digits, as proto3
     return f"{sign}{seconds}.{digits}s" if fraction else f"{sign}{seconds}s"
-
-
-_DURATION = re.compile(r"(-?)(\d+)(?:\.(\d{1,9}))?s")
-
-
-def parse_duration(text: str) -> datetime.timedelta:
-    """A proto Duration's JSON as a timedelta, negative ones included (betterproto2's own
-    reading refuses a sign and goes through a float, which loses microseconds)."""
-    found = _DURATION.fullmatch(text)
-    if found is None:
-        raise ValueError(f"not a Duration: {text!r}")
-    nanos = int((found.group(3) or "").ljust(9, "0"))
-    # Rounded to the microsecond (half to even), as the database's make_interval() does.
-    span = datetime.timedelta(seconds=int(found.group(2)), microseconds=round(nanos / 1000))
-    return -span if found.group(1) else span
 
 
 def timestamp(value: datetime.datetime) -> str:

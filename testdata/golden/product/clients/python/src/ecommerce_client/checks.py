@@ -118,7 +118,7 @@ def from_wire(kind: str, value: Any) -> Any:
     if kind == "ts":
         return _timestamp(value)
     if kind == "iv":
-        return _interval(value)
+        return parse_duration(value)
     if kind == "bytes":
         return base64.b64decode(value.replace("-", "+").replace("_", "/") + "==")
     raise TypeError(kind)
@@ -143,10 +143,13 @@ def _timestamp(text: str) -> datetime.datetime:
     return base + datetime.timedelta(microseconds=_fraction(m.group(2)))
 
 
-def _interval(text: str) -> datetime.timedelta:
+def parse_duration(text: str) -> datetime.timedelta:
+    """A proto Duration's JSON as a timedelta, negative ones included (betterproto2's own
+    reading refuses a sign and goes through a float, which loses microseconds); rounded to
+    the microsecond as the database's make_interval() rounds."""
     m = _SPAN.fullmatch(text)
     if not m:
-        raise ValueError(text)
+        raise ValueError(f"not a Duration: {text!r}")
     span = datetime.timedelta(seconds=int(m.group(2)), microseconds=_fraction(m.group(3)))
     return -span if m.group(1) else span
 
