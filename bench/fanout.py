@@ -7,9 +7,10 @@ subscribers; the target here is ten times that (640 changes/s) with p95 <= 200 m
 
 Each configuration runs --runs times (5 by default) on the same stack, and every run is
 printed: besides delivery and latency, Redis commands per second (from `INFO commandstats`,
-so XREAD calls can be set against the change rate) and the CPU each process used during the
+with XREAD calls set against the relay's batch rate) and the CPU each process used during the
 run, in % of one core: every nginx worker on its own, Redis, the relay, PostgreSQL (all of its
-processes), this benchmark's subscribers and its writer processes, and the machine's idle.
+processes), this benchmark's subscribers (spread over --client-processes processes, so that
+the clients are not what limits the run) and its writer processes, and the machine's idle.
 Run as root: sudo .venv/bin/python bench/fanout.py
 """
 
