@@ -20,44 +20,16 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import re
 import resource
 import time
 import urllib.request
 from datetime import datetime
-from pathlib import Path
 
 import psycopg
-from stack import percentile, running_stack
+from stack import TICKS, descendants, idle_ticks, percentile, processes, running_stack
 
 COMMIT_TIME = re.compile(rb'"commit_time":"([^"]+)"')
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def processes() -> dict[int, tuple[int, int]]:
-    """Every process: pid -> (parent pid, CPU ticks used so far, user + system)."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        table[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
-    return table
-
-
-def descendants(table: dict[int, tuple[int, int]], root: int) -> list[int]:
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            found.append(pid)
-            todo.extend(child for child, (parent, _) in table.items() if parent == pid)
-    return found
 
 
 def process_groups(stack, writers: list[int], clients: list[int]) -> dict[str, list[int]]:
@@ -80,12 +52,6 @@ def cpu_ticks(groups: dict[str, list[int]]) -> dict[str, int]:
     table = processes()
     return {name: sum(table[pid][1] for pid in pids if pid in table)
             for name, pids in groups.items()}
-
-
-def idle_ticks() -> tuple[int, int]:
-    """The machine's idle and total CPU ticks so far (all cores)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    return values[3] + values[4], sum(values)
 
 
 def redis_calls(stack) -> dict[str, int]:

@@ -4,6 +4,7 @@ the PostgREST stand-in (for the gateway's permission check) and one generated ba
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from protoc_gen_crud import builder, textproto
 from protoc_gen_crud.devstack import LocalStack, PostgresServer, RedisServer, TestHost
 from protoc_gen_crud.generate import generate
 
+TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = """
@@ -32,6 +34,37 @@ api {
   rate_limit { requests_per_second: 0 }
 }
 """
+
+
+def processes() -> dict[int, tuple[int, int]]:
+    """Every process: pid -> (parent pid, CPU ticks used so far, user + system)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        table[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def descendants(table: dict[int, tuple[int, int]], root: int) -> list[int]:
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table:
+            found.append(pid)
+            todo.extend(child for child, (parent, _) in table.items() if parent == pid)
+    return found
+
+
+def idle_ticks() -> tuple[int, int]:
+    """The machine's idle and total CPU ticks so far (all cores)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return values[3] + values[4], sum(values)
 
 
 def percentile(values: list[float], p: float) -> float:
