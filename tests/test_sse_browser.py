@@ -108,15 +108,20 @@ def page_in_browser(netns, tmp_path: Path, html: str) -> Iterator[Browser]:
         server.wait(10)
 
 
-@pytest.fixture
-def product_stack(make_stack, tmp_path):
-    """The product example with CORS allowing the page's origin."""
+def product_files(tmp_path: Path, origin: str = PAGE_ORIGIN) -> dict[str, str]:
+    """The product example's generated files with api.cors allowing `origin` alone."""
     source = (EXAMPLES_DIR / "product" / "product.textproto").read_text()
     assert "\napi {\n" in source
     textproto = tmp_path / "product.textproto"
     textproto.write_text(source.replace(
-        "\napi {\n", f'\napi {{\n  cors {{ allowed_origins: ["{PAGE_ORIGIN}"] }}\n', 1))
-    return make_stack(from_textproto(textproto), "sse_browser",
+        "\napi {\n", f'\napi {{\n  cors {{ allowed_origins: ["{origin}"] }}\n', 1))
+    return from_textproto(textproto)
+
+
+@pytest.fixture
+def product_stack(make_stack, tmp_path):
+    """The product example with CORS allowing the page's origin."""
+    return make_stack(product_files(tmp_path), "sse_browser",
                       env={"CRUD_SSE_HEARTBEAT_MS": "500"})
 
 
