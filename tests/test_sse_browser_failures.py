@@ -98,13 +98,14 @@ def test_a_browser_sees_unknown_parameters_refused_and_can_read_why(browser_stac
                                                                     recording, tmp_path):
     running = browser_stack
     base = f"{GATEWAY}/stream/sse/{ENTITY}"
-    urls = [("buster", f"{base}?_=1700000000"), ("misspelt", f"{base}?nmae=eq.Laptop")]
+    urls = [("buster", f"{base}?_=1700000000"), ("misspelt", f"{base}?nmae=eq.Laptop"),
+            ("multi", f"{GATEWAY}/stream/sse?entities={ENTITY}&_=1700000000")]
     recording.mark()
     html = REFUSED_PAGE % {"urls": json.dumps(urls)}
     with page_in_browser(test_host, tmp_path, html) as browser:
         def kinds(kind: str) -> list[dict]:
             return [json.loads(rest) for k, rest in browser.console() if k == kind]
-        browser.wait(lambda: len(kinds("fetched")) + len(kinds("unreadable")) == 2)
+        browser.wait(lambda: len(kinds("fetched")) + len(kinds("unreadable")) == len(urls))
         # Longer than a browser's own reconnection delay (3 s without `retry:`): a retrying
         # EventSource would have come back by now.
         time.sleep(4)
@@ -112,11 +113,11 @@ def test_a_browser_sees_unknown_parameters_refused_and_can_read_why(browser_stac
     assert not [rest for kind, rest in console if kind == "open"], console
     errors = sorted((e["label"], e["state"]) for e in
                     (json.loads(rest) for kind, rest in console if kind == "error"))
-    assert errors == [("buster", 2), ("misspelt", 2)], console  # 2: CLOSED, no retries
+    assert errors == [("buster", 2), ("misspelt", 2), ("multi", 2)], console  # 2: CLOSED
     fetched = {e["label"]: e for e in (json.loads(rest) for kind, rest in console
                                        if kind == "fetched")}
-    assert sorted(fetched) == ["buster", "misspelt"], console  # readable: CORS on the 400
-    for label, parameter in (("buster", "_"), ("misspelt", "nmae")):
+    assert sorted(fetched) == ["buster", "misspelt", "multi"], console  # CORS on the 400
+    for label, parameter in (("buster", "_"), ("misspelt", "nmae"), ("multi", "_")):
         reply = fetched[label]
         assert reply["status"] == 400
         assert reply["type"] == "application/json"
@@ -124,8 +125,9 @@ def test_a_browser_sees_unknown_parameters_refused_and_can_read_why(browser_stac
         assert f"Unknown query parameter '{parameter}'" in reply["body"]["message"]
     # Each URL was asked twice (the EventSource once, the fetch once): no retry loop; and the
     # permission check was never asked.
-    streams = requests_logged(running, "sse")
-    assert [(e["uri"], e["status"]) for e in streams] == [(f"/stream/sse/{ENTITY}", 400)] * 4
+    streams = requests_logged(running, "sse") + requests_logged(running, "sse_multi")
+    assert sorted((e["uri"], e["status"]) for e in streams) == \
+        [("/stream/sse", 400)] * 2 + [(f"/stream/sse/{ENTITY}", 400)] * 4
     assert [r for r in recording.since() if r["path"] == f"/{ENTITY}"] == []
 
 
