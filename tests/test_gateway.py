@@ -565,7 +565,7 @@ def test_the_stream_session_cookie_carries_the_token_to_the_stream_routes(gatewa
     # Behind a TLS front: usable from a page of another site.
     tls = _cookie(call(netns, "POST", "/stream/session", {
         "Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"}, source=next(sources)))
-    assert "secure" in tls and tls["samesite"] == "None"
+    assert "secure" in tls and tls["samesite"] == "None" and "partitioned" in tls
     # Without exp: a cookie for the browser session; an expired or missing token: none.
     forever = _jwt({"sub": "u1", "role": "admin"})
     assert "max-age" not in _cookie(call(netns, "POST", "/stream/session", {

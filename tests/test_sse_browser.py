@@ -10,9 +10,13 @@ block without data), which the browser keeps without dispatching an event."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import http.client
 import json
 import re
+import ssl
 import subprocess
 import sys
 import time
@@ -21,15 +25,16 @@ from pathlib import Path
 
 import pytest
 
+from protoc_gen_crud.devstack import nginx_binary
+
 from .support import EXAMPLES_DIR, chromium_argv, from_textproto, wait_port
 from .test_realtime import ADMIN, INSERTS, published, token
 
 # Another origin of the same site as the gateway (another port): over plain HTTP the stream
 # cookie is SameSite=Lax, which browsers send within a site only (a page of another site needs
-# the gateway behind TLS, where the cookie is `Secure; SameSite=None`).
+# the gateway behind TLS, where the cookie is `Secure; SameSite=None; Partitioned`).
 PAGE_ORIGIN = "http://proxy:8000"
 GATEWAY = "http://proxy"  # the gateway's name in the namespace's hosts file, port 80
-CONSOLE = re.compile(r'"crud-sse (\w+) ?(.*)", source: ' + re.escape(PAGE_ORIGIN))
 # The page hands its token to the gateway once (POST /stream/session, which answers with an
 # HttpOnly cookie for /stream) and opens the EventSource with credentials: no token in a URL.
 PAGE = """<!doctype html>
@@ -48,23 +53,25 @@ source.onmessage = (e) => console.log("crud-sse message " + JSON.stringify(
 """
 
 
-def page(url: str, token_: str) -> str:
-    return PAGE % {"gateway": json.dumps(GATEWAY), "token": json.dumps(token_),
+def page(url: str, token_: str, gateway: str = GATEWAY) -> str:
+    return PAGE % {"gateway": json.dumps(gateway), "token": json.dumps(token_),
                    "url": json.dumps(url)}
 
 
 class Browser:
     """Chromium showing one page, kept running; its console lines come from its log."""
 
-    def __init__(self, netns, folder: Path, url: str):
+    def __init__(self, netns, folder: Path, url: str, origin: str = PAGE_ORIGIN,
+                 flags: tuple[str, ...] = ()):
         self.log = folder / "chromium.log"
+        self.lines = re.compile(r'"crud-sse (\w+) ?(.*)", source: ' + re.escape(origin))
         with self.log.open("wb") as out:
-            self.process = netns.popen(*chromium_argv(folder / "profile", url), stdout=out,
-                                       stderr=subprocess.STDOUT)
+            self.process = netns.popen(*chromium_argv(folder / "profile", *flags, url),
+                                       stdout=out, stderr=subprocess.STDOUT)
 
     def console(self) -> list[tuple[str, str]]:
         text = self.log.read_text(errors="replace")
-        return [(m[1], m[2]) for m in CONSOLE.finditer(text)]
+        return [(m[1], m[2]) for m in self.lines.finditer(text)]
 
     def messages(self) -> list[dict]:
         return [json.loads(rest) for kind, rest in self.console() if kind == "message"]
@@ -87,11 +94,14 @@ class Browser:
 
 
 @contextlib.contextmanager
-def page_in_browser(netns, tmp_path: Path, html: str) -> Iterator[Browser]:
-    """`html` served at PAGE_ORIGIN/page.html and opened in headless Chromium; the page's
-    server and the browser are stopped afterwards."""
+def page_in_browser(netns, tmp_path: Path, html: str, origin: str = PAGE_ORIGIN,
+                    flags: tuple[str, ...] = ()) -> Iterator[Browser]:
+    """`html` served at <origin>/page.html (an http origin on port 8000 of a name for
+    127.0.0.1) and opened in headless Chromium (with `flags`); the page's server and the
+    browser are stopped afterwards."""
+    assert origin.startswith("http://") and origin.endswith(":8000"), origin
     site = tmp_path / "site"
-    site.mkdir()
+    site.mkdir(parents=True)
     (site / "page.html").write_text(html)
     server = netns.popen(sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1",
                          "--directory", str(site), stdout=subprocess.DEVNULL,
@@ -99,7 +109,7 @@ def page_in_browser(netns, tmp_path: Path, html: str) -> Iterator[Browser]:
     browser = None
     try:
         wait_port(netns, 8000)
-        browser = Browser(netns, tmp_path, f"{PAGE_ORIGIN}/page.html")
+        browser = Browser(netns, tmp_path, f"{origin}/page.html", origin, flags)
         yield browser
     finally:
         if browser is not None:
@@ -108,15 +118,20 @@ def page_in_browser(netns, tmp_path: Path, html: str) -> Iterator[Browser]:
         server.wait(10)
 
 
-@pytest.fixture
-def product_stack(make_stack, tmp_path):
-    """The product example with CORS allowing the page's origin."""
+def product_files(tmp_path: Path, origin: str = PAGE_ORIGIN) -> dict[str, str]:
+    """The product example's generated files with api.cors allowing `origin` alone."""
     source = (EXAMPLES_DIR / "product" / "product.textproto").read_text()
     assert "\napi {\n" in source
     textproto = tmp_path / "product.textproto"
     textproto.write_text(source.replace(
-        "\napi {\n", f'\napi {{\n  cors {{ allowed_origins: ["{PAGE_ORIGIN}"] }}\n', 1))
-    return make_stack(from_textproto(textproto), "sse_browser",
+        "\napi {\n", f'\napi {{\n  cors {{ allowed_origins: ["{origin}"] }}\n', 1))
+    return from_textproto(textproto)
+
+
+@pytest.fixture
+def product_stack(make_stack, tmp_path):
+    """The product example with CORS allowing the page's origin."""
+    return make_stack(product_files(tmp_path), "sse_browser",
                       env={"CRUD_SSE_HEARTBEAT_MS": "500"})
 
 
@@ -180,3 +195,127 @@ def test_a_page_on_another_origin_streams_with_the_session_cookie(product_stack,
         assert [(r["action"], r["id"]) for r in got] == [("I", row["id"]) for _, row in rows]
         # The stream requests the gateway logged carry no token (the URL had none).
         assert secret not in running.gateway.access_log()
+
+
+# A page of another site than the gateway's ("127.0.0.1" and "proxy" are different sites).
+OTHER_SITE = "http://127.0.0.1:8000"
+TLS_PORT = 8443
+TLS_FRONT = """daemon off;
+master_process off;
+user root;
+pid %(dir)s/front.pid;
+error_log %(dir)s/front-error.log;
+events {}
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    server {
+        listen %(port)d ssl;
+        ssl_certificate %(dir)s/cert.pem;
+        ssl_certificate_key %(dir)s/key.pem;
+        location / {
+            proxy_pass http://127.0.0.1:80;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-Proto https;
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+        }
+    }
+}
+"""
+
+
+@contextlib.contextmanager
+def tls_front(netns, folder: Path) -> Iterator[tuple[str, str]]:
+    """nginx terminating TLS (a self-signed certificate for "proxy") on TLS_PORT in front of
+    the gateway, as a TLS front does: it sets X-Forwarded-Proto: https. Its base URL, and the
+    Chromium flag that trusts its certificate."""
+    folder.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=proxy", "-addext", "subjectAltName=DNS:proxy",
+                    "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+                   check=True, capture_output=True)
+    # Chromium takes the certificate as valid when told its key's hash (a profile of its own).
+    key = subprocess.run(["openssl", "x509", "-in", str(folder / "cert.pem"), "-pubkey",
+                          "-noout"], check=True, capture_output=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=key,
+                         check=True, capture_output=True).stdout
+    spki = base64.b64encode(hashlib.sha256(der).digest()).decode()
+    conf = folder / "front.conf"
+    conf.write_text(TLS_FRONT % {"dir": folder, "port": TLS_PORT})
+    process = netns.popen(nginx_binary()[0], "-p", f"{folder}/", "-c", str(conf),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(netns, TLS_PORT)
+        yield f"https://proxy:{TLS_PORT}", f"--ignore-certificate-errors-spki-list={spki}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.one_major
+def test_the_session_cookie_reaches_a_stream_of_another_site_only_over_tls(
+        make_stack, test_host, recording, tmp_path):
+    """A page of another site (api.cors allows it) posts its token to /stream/session and opens
+    a credentialed EventSource. Behind a TLS front (X-Forwarded-Proto: https) the cookie is
+    `Secure; SameSite=None; Partitioned`, Chromium (default settings, which block unpartitioned
+    third-party cookies) sends it with the cross-site stream request, and the permission check
+    is asked with the page's token; without `Partitioned` it was not sent. Over plain HTTP it
+    is `SameSite=Lax`, and Chromium keeps it out of the cross-site request: the check is asked
+    without a token."""
+    running = make_stack(product_files(tmp_path, OTHER_SITE), "sse_browser_tls",
+                         env={"CRUD_SSE_HEARTBEAT_MS": "500"})
+    entity, insert = INSERTS["product"]
+    secret = token({**ADMIN, "page": "tls-cookie"})
+    probes, received = {}, {}
+    with tls_front(test_host, tmp_path / "front") as (front, trust):
+        # What each answers to the page's session POST (the front passes on the gateway's).
+        attributes = {label: session_cookie(test_host, port, tls, secret).split("; ")[1:]
+                      for label, port, tls in (("tls", TLS_PORT, True), ("plain", 80, False))}
+        assert attributes == {"tls": ["Path=/stream", "HttpOnly", "Secure", "SameSite=None",
+                                      "Partitioned"],
+                              "plain": ["Path=/stream", "HttpOnly", "SameSite=Lax"]}
+        for label, gateway in (("tls", front), ("plain", GATEWAY)):
+            recording.mark()
+            html = page(f"{gateway}/stream/sse/{entity}", secret, gateway)
+            with page_in_browser(test_host, tmp_path / label, html, OTHER_SITE,
+                                 (trust,)) as browser:
+                browser.wait(lambda: ("open", "") in browser.console())
+                assert ("session", "204") in browser.console()
+                probes[label] = [r["headers"].get("authorization") for r in recording.since()
+                                 if r["path"] == f"/{entity}"]
+                if label == "tls":
+                    received[label] = arrived(browser, running, entity, insert)
+    assert probes == {"tls": [f"Bearer {secret}"], "plain": [None]}
+    assert received["tls"][0] == received["tls"][1]  # and a committed change arrived
+
+
+def session_cookie(netns, port: int, tls: bool, secret: str) -> str:
+    """The Set-Cookie of POST /stream/session on 127.0.0.1:<port> (TLS or not)."""
+    if tls:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    with netns.inside():
+        conn.connect()
+    try:
+        conn.request("POST", "/stream/session", headers={"Authorization": f"Bearer {secret}",
+                                                         "Origin": OTHER_SITE})
+        reply = conn.getresponse()
+        reply.read()
+        assert reply.status == 204
+        return reply.getheader("Set-Cookie")
+    finally:
+        conn.close()
+
+
+def arrived(browser: Browser, running, entity: str, insert: str) -> tuple[list, list]:
+    """Rows committed now, and what the page then received: (their ids, the events' ids)."""
+    rows = published(running, entity, insert.format(tag="arrived"))
+    browser.wait(lambda: len(browser.messages()) >= len(rows), timeout=20)
+    return [row["id"] for _, row in rows], [json.loads(m["data"])["id"]
+                                            for m in browser.messages()]

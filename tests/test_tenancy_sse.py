@@ -15,6 +15,7 @@ import pytest
 
 from .support import ROOT, call, from_text
 from .test_realtime import SseClient, token
+from .test_sse_multi import MultiClient
 
 CONFIG = (ROOT / "testdata" / "tenancy" / "tenancy.textproto").read_text().replace(
     'name: "product"\n', 'name: "product"\n  stream { enable_streaming: true }\n', 1)
@@ -135,5 +136,82 @@ def test_an_aggregation_channel_streams_each_tenant_its_own_results(make_stack):
     again = listen("a", seen["a"][0][0])
     try:
         assert [data["value"] for _, data in again.events(3, timeout=2)] == [3]
+    finally:
+        again.close()
+
+
+MULTI_CONFIG = CONFIG.replace('name: "purchase"\n',
+                              'name: "purchase"\n  stream { enable_streaming: true }\n', 1)
+MULTI = "/stream/sse?entities=product,purchase"
+
+
+def test_the_multi_entity_stream_keeps_each_tenant_to_its_own_rows(make_stack):
+    """/stream/sse?entities=product,purchase over two tenant-scoped entities: each tenant's
+    subscriber gets its own rows of both (purchase also by owner), the tenant's admin all of
+    its tenant's, the platform role every tenant's; a resume with the composite Last-Event-ID
+    stays within the tenant."""
+    assert MULTI_CONFIG.count("enable_streaming") == 2
+    stack = make_stack(from_text(MULTI_CONFIG, "tenancy.textproto"), "tenancy_multi")
+
+    def listen(who: str, last: str | None = None) -> MultiClient:
+        headers = {"Authorization": f"Bearer {token(USERS[who])}"}
+        if last:
+            headers["Last-Event-ID"] = last
+        client = MultiClient(MULTI, headers)
+        assert client.status == 200, who
+        client.blocks(1, keep=lambda event_id, data: event_id is not None)  # the position
+        return client
+
+    def write(rows: list[tuple[str, str, str | None]]) -> None:
+        """(tenant, sku, purchaser): a product, or with a purchaser a purchase of it."""
+        with psycopg.connect(stack.pg.dsn(stack.database), autocommit=True) as conn:
+            for tenant, sku, buyer in rows:
+                if buyer is None:
+                    conn.execute("INSERT INTO shop.product (tenant_id, sku, name) "
+                                 "VALUES (%s, %s, %s)", (tenant, sku, f"name {sku}"))
+                else:
+                    conn.execute("INSERT INTO shop.purchase (tenant_id, user_id, product_id, "
+                                 "quantity) SELECT %s, %s, id, 1 FROM shop.product "
+                                 "WHERE sku = %s", (tenant, buyer, sku))
+
+    def seen(client: MultiClient, count: int) -> dict[str, list[str]]:
+        """Per entity, in stream order: the sku of each product event, `<sku>/<user>` of
+        each purchase event (the order across entities is not the stream's business)."""
+        events = client.blocks(count, timeout=3)
+        with psycopg.connect(stack.pg.dsn(stack.database)) as conn:
+            skus = dict(conn.execute("SELECT id::text, sku FROM shop.product").fetchall())
+        found: dict[str, list[str]] = {}
+        for _, event, data in events:
+            found.setdefault(event, []).append(data["sku"] if event == "product" else
+                                               f"{skus[data['product_id']]}/{data['user_id']}")
+        return found
+
+    clients = {who: listen(who) for who in USERS}
+    try:
+        write([("a", "A-1", None), ("b", "B-1", None), ("a", "A-1", "u-a"),
+               ("b", "B-1", "u-b"), ("a", "A-1", "u-other")])
+        got = {who: seen(client, 6) for who, client in clients.items()}
+    finally:
+        for client in clients.values():
+            client.close()
+    assert got == {
+        "a": {"product": ["A-1"], "purchase": ["A-1/u-a"]},
+        "b": {"product": ["B-1"], "purchase": ["B-1/u-b"]},
+        "admin-a": {"product": ["A-1"], "purchase": ["A-1/u-a", "A-1/u-other"]},
+        "platform": {"product": ["A-1", "B-1"],
+                     "purchase": ["A-1/u-a", "B-1/u-b", "A-1/u-other"]},
+    }
+    # Tenant a's subscriber, cut after its first event, resumes with that composite id while
+    # both tenants wrote rows of both entities (one of tenant b with a's user id).
+    first = listen("a")
+    write([("a", "A-2", None)])
+    ((position, event, _),) = first.blocks(1, timeout=3)
+    first.close()
+    assert event == "product" and position.startswith("product=")
+    write([("b", "B-2", None), ("b", "B-2", "u-b"), ("a", "A-2", "u-a"), ("a", "A-3", None),
+           ("b", "B-1", "u-a")])
+    again = listen("a", position)
+    try:
+        assert seen(again, 4) == {"product": ["A-3"], "purchase": ["A-2/u-a"]}
     finally:
         again.close()

@@ -382,7 +382,7 @@ def _multi_stream(backend: Backend) -> dict:
 def _stream_session() -> dict:
     cookie = {"Set-Cookie": {"schema": {"type": "string"}, "description": (
         "crud_stream_token=<token>; Path=/stream; HttpOnly; Max-Age up to the token's exp; "
-        "Secure; SameSite=None over HTTPS, SameSite=Lax over HTTP")}}
+        "Secure; SameSite=None; Partitioned over HTTPS, SameSite=Lax over HTTP")}}
     return {
         "post": {
             "operationId": "stream_session",

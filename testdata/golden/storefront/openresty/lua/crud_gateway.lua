@@ -2066,7 +2066,7 @@ local OPENAPI = [[
                 "schema": {
                   "type": "string"
                 },
-                "description": "crud_stream_token=<token>; Path=/stream; HttpOnly; Max-Age up to the token's exp; Secure; SameSite=None over HTTPS, SameSite=Lax over HTTP"
+                "description": "crud_stream_token=<token>; Path=/stream; HttpOnly; Max-Age up to the token's exp; Secure; SameSite=None; Partitioned over HTTPS, SameSite=Lax over HTTP"
               }
             }
           },
@@ -3289,9 +3289,16 @@ end
 -- Authorization header came. The token is not judged here: PostgREST judges it on every
 -- stream request as it judges a header. The cookie expires with the token (Max-Age up to its
 -- `exp`; a token without `exp` gives a cookie for the browser session). Over HTTPS (the
--- request's scheme, or X-Forwarded-Proto from a TLS front) it is `Secure; SameSite=None`,
--- so a page of another site may use it; over plain HTTP browsers keep only a cookie without
--- Secure, `SameSite=Lax`, sent to the same site (another port or subdomain) only.
+-- request's scheme, or X-Forwarded-Proto from a TLS front) it is `Secure; SameSite=None;
+-- Partitioned`, so a page of another site may use it: to such a page it is a third-party
+-- cookie, which browsers that block those (Chromium's default, tested) still keep when it is
+-- partitioned (CHIPS: kept for the page's top-level site, which is where the page's own
+-- EventSource asks from); browsers that do not know the attribute ignore it. Over plain HTTP
+-- browsers keep only a cookie without Secure, `SameSite=Lax`, sent to the same site (another
+-- port or subdomain) only. X-Forwarded-Proto is taken from any client: it chooses only the
+-- attributes of the caller's own cookie (a client claiming https over plain HTTP gets a
+-- Secure cookie its browser will not keep), and a page cannot send it cross-origin unless
+-- api.cors lists it among the allowed headers.
 -- DELETE /stream/session removes it.
 function _M.stream_session()
     local origin = ngx.var.http_origin
@@ -3300,7 +3307,7 @@ function _M.stream_session()
     end
     local https = ngx.var.scheme == "https" or ngx.var.http_x_forwarded_proto == "https"
     local attributes = "; Path=/stream; HttpOnly; "
-        .. (https and "Secure; SameSite=None" or "SameSite=Lax")
+        .. (https and "Secure; SameSite=None; Partitioned" or "SameSite=Lax")
     ngx.header["Cache-Control"] = "no-store"
     local method = ngx.req.get_method()
     if method == "DELETE" then
