@@ -225,7 +225,9 @@ def services(backend: Backend) -> dict[str, dict]:
         # nginx resolves the GraphQL upstream's name when it starts: the service must be up.
         "depends_on": {**_healthy("crud", "redis", "graphql"), **tools,
                        "docs": {"condition": "service_completed_successfully"}},
-        "healthcheck": _healthcheck(backend, "proxy", _http_check("http://127.0.0.1/health")),
+        # /live: the gateway itself. /health also reports Redis, the relay and the APIs; a
+        # part being down must not mark the gateway unhealthy (and get it restarted).
+        "healthcheck": _healthcheck(backend, "proxy", _http_check("http://127.0.0.1/live")),
         "restart": "unless-stopped",
     }
     docs = docs_service(backend)
