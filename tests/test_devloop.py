@@ -191,15 +191,20 @@ def test_a_second_make_dev_says_one_is_running(open_tmp):
 
 
 def _start_dev(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    # Its own session, like a shell's job: a terminal's Ctrl-C (SIGINT) and hang-up (SIGHUP)
+    # reach the whole foreground process group, not crud-dev alone.
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     _wait_running(process)
     return process
 
 
 def test_make_dev_keeps_its_data_across_restarts_until_fresh(open_tmp):
-    """The database lives in .crud-dev/<output> beside the output folder: a row created
-    through the GraphQL API is still there after a SIGTERM and a new start; --fresh starts
-    over with an empty database."""
+    """The database lives in .crud-dev/<output> beside the output folder: rows created
+    through the GraphQL API are still there after a stop by Ctrl-C (SIGINT to the process
+    group, as a terminal sends it), by a closed terminal (SIGHUP to the group) and by SIGTERM
+    (to crud-dev, as `timeout` sends it), each followed by a new start; --fresh starts over
+    with an empty database."""
     from protoc_gen_crud.devstack import NetNamespace
 
     tmp_path = open_tmp
@@ -216,31 +221,52 @@ def test_make_dev_keeps_its_data_across_restarts_until_fresh(open_tmp):
         return call(netns, "POST", "/api/v1/graphql", headers=headers,
                     body=json.dumps({"query": query})).json()
 
-    names = "{ products(orderBy: NAME_ASC) { nodes { name } } }"
+    def names() -> list[str]:
+        reply = graphql("{ products(orderBy: NAME_ASC) { nodes { name } } }")
+        return [n["name"] for n in reply["data"]["products"]["nodes"]]
+
+    def create(product: str) -> None:
+        made = graphql(f'mutation {{ createProduct(input: {{product: {{name: "{product}", '
+                       'price: "1"}}) { product { name } } }')
+        assert made["data"]["createProduct"]["product"] == {"name": product}, made
+
+    def stop(process: subprocess.Popen, how: signal.Signals, group: bool) -> None:
+        if group:
+            os.killpg(process.pid, how)
+        else:
+            process.send_signal(how)
+        assert process.wait(60) == 0
+        rest = process.stderr.read()
+        assert "crud-dev: stopped" in rest, rest
+
     process = None
     try:
         process = _start_dev(argv, env)
-        before = [n["name"] for n in graphql(names)["data"]["products"]["nodes"]]
-        made = graphql('mutation { createProduct(input: {product: {name: "Kept lamp", '
-                       'price: "1"}}) { product { name } } }')
-        assert made["data"]["createProduct"]["product"] == {"name": "Kept lamp"}, made
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+        before = names()
+        create("Kept lamp")
+        stop(process, signal.SIGINT, group=True)
         assert (tmp_path / ".crud-dev" / "out" / "postgres").is_dir()
 
         process = _start_dev(argv, env)
-        after = [n["name"] for n in graphql(names)["data"]["products"]["nodes"]]
-        assert after == sorted([*before, "Kept lamp"])
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+        assert names() == sorted([*before, "Kept lamp"])
+        create("Kept desk")
+        stop(process, signal.SIGHUP, group=True)
+
+        process = _start_dev(argv, env)
+        assert names() == sorted([*before, "Kept lamp", "Kept desk"])
+        create("Kept chair")
+        stop(process, signal.SIGTERM, group=False)
+
+        process = _start_dev(argv, env)
+        assert names() == sorted([*before, "Kept lamp", "Kept desk", "Kept chair"])
+        stop(process, signal.SIGTERM, group=False)
 
         process = _start_dev([*argv, "--fresh"], env)
-        assert [n["name"] for n in graphql(names)["data"]["products"]["nodes"]] == before
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+        assert names() == before
+        stop(process, signal.SIGTERM, group=False)
     finally:
         if process is not None and process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
