@@ -486,7 +486,10 @@ def override(backend: Backend) -> dict:
                                  "-s", "reload"]},
         }]}},
         "migrate": {"develop": {"watch": [{"path": "./migrations", "action": "restart"}]}},
-        # Ruru (GraphiQL) in development only; a changed schema or config restarts it.
+        # Ruru (GraphiQL) in development only; changed graphql/ files restart it, and a
+        # migration's schema change reaches it without a restart: with CRUD_GRAPHQL_DEV it
+        # builds its schemas again on the NOTIFY pgrst, 'reload schema' that migrate.psql
+        # ends with.
         "graphql": {"environment": {"CRUD_GRAPHQL_DEV": "1", "NODE_ENV": "development"},
                     "develop": {"watch": [{"path": f"./{graphql.DIR}", "action": "restart"}]}},
         # A new lock file (a newer protoc-gen-crud) installs the page's files again.
