@@ -172,8 +172,11 @@ class DevLoop:
 
     def supervise(self) -> list[str]:
         """Restart what crashed, as compose's restart policy would: Redis (its append-only
-        file keeps the streams), the relay (it resumes from its replication slot, so no
-        change is lost), the gateway, the GraphQL server. Returns what was restarted."""
+        file, fsynced every second as in compose, keeps the streams; the relay confirms a
+        position only after that window, so it writes again what a kill -9 lost), the relay
+        (it resumes from its replication slot, so no change is lost), the gateway (the
+        workers a killed master left are ended first; SSE clients reconnect with
+        Last-Event-ID), the GraphQL server. Returns what was restarted."""
         restarted = []
         stack = self.stack
         if stack is None:
@@ -185,6 +188,7 @@ class DevLoop:
             stack.start_relay()
             restarted.append("relay")
         if stack.gateway and stack.gateway.process and stack.gateway.process.poll() is not None:
+            stack.gateway.kill_orphans()
             stack.gateway.start({"REDIS_PASSWORD": self.redis.password, **stack.env})
             stack.wait_http(80)
             restarted.append("gateway")

@@ -309,10 +309,29 @@ class Gateway:
 
     def start(self, env: dict[str, str] | None = None) -> Gateway:
         log = open(self.prefix / "logs" / "stdout.log", "ab")  # noqa: SIM115 - owned by Popen
+        # Its own process group (`ip netns exec` execs nginx, so the group is the master's
+        # pid): the workers stay in it, and kill_orphans() finds them after the master died.
         self.process = self.netns.popen(*self.argv("-g", "daemon off;"), stdout=log,
                                         stderr=subprocess.STDOUT,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})},
+                                        start_new_session=True)
         return self
+
+    def kill_orphans(self) -> None:
+        """After the master was killed (kill -9), its workers live on, holding the listening
+        socket and open streams with the old state: end them, as a container's end would."""
+        import contextlib
+        import signal
+
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        # SIGKILL is delivered asynchronously: wait until none of them runs any more (each
+        # is gone, or a zombie of whoever adopted it), so the port is free for the new master.
+        deadline = time.monotonic() + 10
+        while _running_in_group(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stop(self) -> None:
         _terminate(self.process)
@@ -320,6 +339,21 @@ class Gateway:
 
     def access_log(self) -> str:
         return (self.prefix / "logs" / "stdout.log").read_text()
+
+
+def _running_in_group(group: int) -> list[int]:
+    """The processes of a process group that have not ended (zombies excluded)."""
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            text = Path(stat).read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        fields = text[text.rindex(")") + 2:].split()
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(int(text.split(" ", 1)[0]))
+    return found
 
 
 def _setns(fd: int) -> None:

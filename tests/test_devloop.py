@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from protoc_gen_crud.devloop import DevLoop, difference
+from protoc_gen_crud.devstack import _running_in_group
 
 from .support import EXAMPLES_DIR, call
 from .test_realtime import ADMIN, SseClient, token
@@ -190,15 +191,20 @@ def test_a_second_make_dev_says_one_is_running(open_tmp):
 
 
 def _start_dev(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    # Its own session, like a shell's job: a terminal's Ctrl-C (SIGINT) and hang-up (SIGHUP)
+    # reach the whole foreground process group, not crud-dev alone.
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     _wait_running(process)
     return process
 
 
 def test_make_dev_keeps_its_data_across_restarts_until_fresh(open_tmp):
-    """The database lives in .crud-dev/<output> beside the output folder: a row created
-    through the GraphQL API is still there after a SIGTERM and a new start; --fresh starts
-    over with an empty database."""
+    """The database lives in .crud-dev/<output> beside the output folder: rows created
+    through the GraphQL API are still there after a stop by Ctrl-C (SIGINT to the process
+    group, as a terminal sends it), by a closed terminal (SIGHUP to the group) and by SIGTERM
+    (to crud-dev, as `timeout` sends it), each followed by a new start; --fresh starts over
+    with an empty database."""
     from protoc_gen_crud.devstack import NetNamespace
 
     tmp_path = open_tmp
@@ -215,31 +221,52 @@ def test_make_dev_keeps_its_data_across_restarts_until_fresh(open_tmp):
         return call(netns, "POST", "/api/v1/graphql", headers=headers,
                     body=json.dumps({"query": query})).json()
 
-    names = "{ products(orderBy: NAME_ASC) { nodes { name } } }"
+    def names() -> list[str]:
+        reply = graphql("{ products(orderBy: NAME_ASC) { nodes { name } } }")
+        return [n["name"] for n in reply["data"]["products"]["nodes"]]
+
+    def create(product: str) -> None:
+        made = graphql(f'mutation {{ createProduct(input: {{product: {{name: "{product}", '
+                       'price: "1"}}) { product { name } } }')
+        assert made["data"]["createProduct"]["product"] == {"name": product}, made
+
+    def stop(process: subprocess.Popen, how: signal.Signals, group: bool) -> None:
+        if group:
+            os.killpg(process.pid, how)
+        else:
+            process.send_signal(how)
+        assert process.wait(60) == 0
+        rest = process.stderr.read()
+        assert "crud-dev: stopped" in rest, rest
+
     process = None
     try:
         process = _start_dev(argv, env)
-        before = [n["name"] for n in graphql(names)["data"]["products"]["nodes"]]
-        made = graphql('mutation { createProduct(input: {product: {name: "Kept lamp", '
-                       'price: "1"}}) { product { name } } }')
-        assert made["data"]["createProduct"]["product"] == {"name": "Kept lamp"}, made
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+        before = names()
+        create("Kept lamp")
+        stop(process, signal.SIGINT, group=True)
         assert (tmp_path / ".crud-dev" / "out" / "postgres").is_dir()
 
         process = _start_dev(argv, env)
-        after = [n["name"] for n in graphql(names)["data"]["products"]["nodes"]]
-        assert after == sorted([*before, "Kept lamp"])
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+        assert names() == sorted([*before, "Kept lamp"])
+        create("Kept desk")
+        stop(process, signal.SIGHUP, group=True)
+
+        process = _start_dev(argv, env)
+        assert names() == sorted([*before, "Kept lamp", "Kept desk"])
+        create("Kept chair")
+        stop(process, signal.SIGTERM, group=False)
+
+        process = _start_dev(argv, env)
+        assert names() == sorted([*before, "Kept lamp", "Kept desk", "Kept chair"])
+        stop(process, signal.SIGTERM, group=False)
 
         process = _start_dev([*argv, "--fresh"], env)
-        assert [n["name"] for n in graphql(names)["data"]["products"]["nodes"]] == before
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(60) == 0
+        assert names() == before
+        stop(process, signal.SIGTERM, group=False)
     finally:
         if process is not None and process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
@@ -283,4 +310,149 @@ def test_make_dev_restarts_what_crashed(test_host, pg, redis_server, recording, 
         assert reply.json()["data"]["products"]["totalCount"] >= 40
         assert loop.supervise() == []
     finally:
+        loop.stop()
+
+
+def _health(netns) -> tuple[int, dict]:
+    reply = call(netns, "GET", "/health")
+    return reply.status, reply.json()
+
+
+def _wait_health(netns, status: int, timeout: float = 60) -> dict:
+    """The gateway's /health once it answers `status` (it follows the parts within seconds:
+    the relay's heartbeat key expires after ALIVE_SECONDS); its body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = _health(netns)
+        except OSError as problem:  # the gateway itself is restarting
+            got = (0, {"error": str(problem)})
+        if got[0] == status:
+            return got[1]
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+
+
+def test_health_names_the_part_that_is_down(test_host, pg, redis_server, recording, tmp_path):
+    """/health is 200 with every part up; kill -9 of the relay makes it 503 naming the relay
+    (and only it), and 200 again once supervise() restarted it; the same for Redis (the relay,
+    which cannot write without it, is reported down too). /live stays 200 throughout."""
+    source = tmp_path / "src" / "product.textproto"
+    source.parent.mkdir()
+    shutil.copy(EXAMPLES_DIR / "product" / "product.textproto", source)
+    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_health")
+    loop.start()
+    try:
+        stack = loop.stack
+        assert loop.graphql is not None
+        body = _wait_health(test_host, 200)
+        assert body == {"status": "ok", "parts": {"api": "up", "graphql": "up", "redis": "up",
+                                                   "relay": "up"}}
+
+        stack.relay.kill(9)
+        body = _wait_health(test_host, 503)
+        assert body == {"status": "degraded", "parts": {"api": "up", "graphql": "up",
+                                                         "redis": "up", "relay": "down"}}
+        assert call(test_host, "GET", "/live").status == 200
+        assert loop.supervise() == ["relay"]
+        assert _wait_health(test_host, 200)["parts"]["relay"] == "up"
+
+        redis_server.kill(9)
+        body = _wait_health(test_host, 503)
+        assert body["parts"]["redis"] == "down" and body["parts"]["relay"] == "down", body
+        assert body["parts"]["api"] == "up" and body["parts"]["graphql"] == "up", body
+        assert call(test_host, "GET", "/live").status == 200
+        assert loop.supervise() == ["redis"]
+        assert _wait_health(test_host, 200)["status"] == "ok"
+    finally:
+        loop.stop()
+
+
+class _Follower:
+    """An EventSource: follows a stream, and when the server ends it (or the gateway is
+    gone) reconnects with the last id it saw (Last-Event-ID), as a browser would."""
+
+    def __init__(self, path: str):
+        self.path, self.got, self.reconnects = path, [], 0
+        self.client = SseClient(path)
+        assert self.client.status == 200
+
+    def collect(self, count: int, timeout: float = 60) -> list[tuple[str, dict]]:
+        deadline = time.monotonic() + timeout
+        while len(self.got) < count and time.monotonic() < deadline:
+            self.got += self.client.events(count - len(self.got), timeout=1)
+            if self.client.closed:
+                self._reconnect(deadline)
+        return self.got
+
+    def _reconnect(self, deadline: float) -> None:
+        last = self.client.last_id
+        self.client.close()
+        while True:
+            headers = {"Authorization": f"Bearer {token(ADMIN)}"}
+            if last:
+                headers["Last-Event-ID"] = last
+            try:
+                client = SseClient(self.path, headers)
+                if client.status == 200:
+                    self.client, self.reconnects = client, self.reconnects + 1
+                    return
+                client.close()
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the stream did not come back"
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def test_make_dev_restarts_redis_and_nginx(test_host, pg, redis_server, recording, tmp_path):
+    """kill -9 of Redis, then of nginx's master, each during an insert burst with an SSE
+    subscriber: the next supervise() restarts it; the relay resumes, and the subscriber —
+    reconnecting with Last-Event-ID when its stream ended — gets every row once."""
+    source = tmp_path / "src" / "product.textproto"
+    source.parent.mkdir()
+    shutil.copy(EXAMPLES_DIR / "product" / "product.textproto", source)
+    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_sup2")
+    loop.start()
+    follower = None
+    try:
+        stack = loop.stack
+        follower = _Follower("/stream/sse/product")
+        with psycopg.connect(pg.dsn("dev_sup2"), autocommit=True) as conn:
+            def burst(first: int, last: int) -> None:
+                for i in range(first, last):
+                    conn.execute("INSERT INTO product (name, price) VALUES (%s, 1)", (f"r{i}",))
+
+            burst(0, 20)
+            redis_pid = redis_server.process.pid
+            redis_server.kill(9)
+            burst(20, 40)
+            assert loop.supervise() == ["redis"]
+            assert redis_server.process.pid != redis_pid
+            events = follower.collect(40)
+            assert sorted(e[1]["name"] for e in events) == sorted(f"r{i}" for i in range(40))
+
+            burst(40, 60)
+            master = stack.gateway.process.pid
+            workers = [p for p in _running_in_group(master) if p != master]
+            assert workers
+            before = follower.reconnects
+            stack.gateway.process.kill()
+            stack.gateway.process.wait(10)
+            burst(60, 80)
+            assert loop.supervise() == ["gateway"]
+            assert stack.gateway.process.pid != master
+            # The killed master's workers are gone too (not left serving the old state).
+            assert _running_in_group(master) == []
+            events = follower.collect(80)
+        assert follower.reconnects > before
+        assert sorted(e[1]["name"] for e in events) == sorted(f"r{i}" for i in range(80))
+        # Nothing more arrives: no row was sent twice.
+        assert follower.client.events(1, timeout=2) == []
+        assert loop.supervise() == []
+    finally:
+        if follower is not None:
+            follower.close()
         loop.stop()

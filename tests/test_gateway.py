@@ -192,9 +192,24 @@ def test_unknown_paths_get_a_json_404(gateway, netns, recording):
     assert recording.since() == []
 
 
-def test_health(gateway, netns):
-    reply = call(netns, "GET", "/health")
+def test_live_and_health(gateway, netns):
+    """/live answers for the gateway alone; /health names each part it depends on. Here no
+    relay runs (and the gateway has no Redis password), so it is 503 with the relay down,
+    while the API (the stand-in on crud:3000) is up."""
+    backend, _ = gateway
+    reply = call(netns, "GET", "/live")
     assert reply.status == 200 and reply.json() == {"status": "ok"}
+    reply = call(netns, "GET", "/health")
+    body = reply.json()
+    expected = {"api", "graphql"} | ({"redis", "relay"} if backend.streamed else set())
+    assert set(body["parts"]) == expected, body
+    assert body["parts"]["api"] == "up", body
+    if backend.streamed:
+        assert body["parts"]["relay"] == "down", body
+    down = sorted(name for name, state in body["parts"].items() if state != "up")
+    assert reply.status == (503 if down else 200)
+    assert body["status"] == ("degraded" if down else "ok")
+    assert call(netns, "POST", "/health").status == 405
 
 
 def test_cors(gateway, netns, recording):

@@ -595,3 +595,30 @@ def test_filter_and_order_on_columns_without_an_index(serve, database):
                               "ORDER BY stock DESC, sku")
     assert [n["sku"] for n in got["data"]["products"]["nodes"]] == [s for (s,) in expected]
     assert expected  # the seed has such rows
+
+
+def test_development_server_takes_a_migration_without_restart(serve, database, tmp_path):
+    """With CRUD_GRAPHQL_DEV=1 (make dev, the compose override) the server builds its
+    schemas again on the notification the migrations end with: a column a later migration
+    adds can be queried from the same process."""
+    source = (EXAMPLES_DIR / "product" / "product.textproto").read_text()
+    api = serve(config=source, env={"PGRST_JWT_SECRET": SECRET, "CRUD_GRAPHQL_DEV": "1"})
+    pid = api.server.process.pid
+    query = "{ products { nodes { name colour } } }"
+    first = api.run("alice", query)
+    assert "colour" in first["errors"][0]["message"], first
+
+    field = '  fields {\n    name: "colour"\n    type: SQL_TYPE_TEXT\n  }\n'
+    changed = source.replace("  indexes {", field + "  indexes {", 1)
+    assert changed != source
+    done = database.migrate(from_text(changed), tmp_path / "again",
+                            env={"PGRST_AUTHENTICATOR_PASSWORD": "x", "CRUD_RELAY_PASSWORD": "x"})
+    assert done.returncode == 0, done.stderr
+    database.query("INSERT INTO product (name, price, colour) VALUES ('Pen', 2, 'blue')")
+    deadline = time.monotonic() + 60
+    while "errors" in (got := api.run("alice", query)):
+        assert time.monotonic() < deadline, (got, api.server.output())
+        time.sleep(0.2)
+    assert {"name": "Pen", "colour": "blue"} in got["data"]["products"]["nodes"]
+    assert api.server.process.pid == pid and api.server.process.poll() is None
+    assert "graphql schema reloaded" in api.server.output()

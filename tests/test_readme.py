@@ -174,3 +174,54 @@ def test_lists_every_route_with_its_roles_endpoints_and_streams(name):
         assert f"{base}/docs/README.md" in text and f"{base}/openapi.json" in text
     assert "docker compose up --watch" in text and "make dev" in text
 
+
+
+def test_the_project_readme_make_dev_example_works():
+    """The project README's make-dev quick start, run as written against a real `crud-dev`
+    (in a namespace of its own name, and without sudo when there is none, as root): it
+    creates a product through the gateway's GraphQL route, lists it, and /health names the
+    parts. The token it makes must match make dev's default secret."""
+    import os
+    import shutil
+    import signal
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from .test_devloop import _start_dev
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Try it without Docker: `make dev`", 1)[1].split("\n## ", 1)[0]
+    (script,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    assert "ip netns exec crud-dev " in script
+    name = f"crudreadme{os.getpid()}"
+    script = script.replace("ip netns exec crud-dev ", f"ip netns exec {name} ")
+    if shutil.which("sudo") is None:
+        script = 'sudo() { "$@"; }\n' + script
+    folder = Path(tempfile.mkdtemp(prefix="crud-readme-"))
+    folder.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PGRST_JWT_SECRET"}
+    process = None
+    try:
+        process = _start_dev([str(Path(sys.executable).parent / "crud-dev"),
+                              str(ROOT / "configs" / "product.textproto"),
+                              "-o", str(folder / "generated")],
+                             {**env, "CRUD_DEV_NETNS": name})
+        done = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.splitlines()) == 3, (done.stdout, done.stderr)
+        created, listed, health = (json.loads(line) for line in done.stdout.splitlines())
+        product = created["data"]["createProduct"]["product"]
+        assert product["name"] == "Lamp" and product["price"] == "10.50" and product["id"]
+        assert product in listed["data"]["products"]["nodes"]
+        assert {part: health["parts"][part] for part in ("graphql", "redis", "relay")} == {
+            "graphql": "up", "redis": "up", "relay": "up"}, health
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -10,6 +10,7 @@ from a point whose changes Redis either has (the XADD is refused as a duplicate)
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -59,6 +60,8 @@ class Config:
     database_url: str = ""
     redis_url: str = ""
     trim_interval: float = 1.0
+    alive_key: str = ""
+    alive_seconds: int = 5
 
     @classmethod
     def load(cls, path: Path, database_url: str, redis_url: str) -> Config:
@@ -72,7 +75,8 @@ class Config:
         }
         return cls(raw["slot"], raw["publication"], raw["pubsub"], raw["source"], tables,
                    raw["metrics_port"], raw.get("confirm_after_seconds", 0.0), database_url,
-                   redis_url, raw.get("trim_interval_seconds", 1.0))
+                   redis_url, raw.get("trim_interval_seconds", 1.0),
+                   raw.get("alive_key", ""), raw.get("alive_seconds", 5))
 
 
 class ForeignEntry(Exception):
@@ -138,6 +142,10 @@ class Relay:
                                                       "retry_in": backoff})
                 self.stopping.wait(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 10.0)
+        if self.config.alive_key and self.redis is not None:
+            # Stopped on purpose: /health says so now, not when the heartbeat expires.
+            with contextlib.suppress(redis.RedisError, OSError):
+                self.redis.delete(self.config.alive_key)
         log.info("stopped", extra={"confirmed_lsn": self.confirmed})
         return 0
 
@@ -306,10 +314,14 @@ class Relay:
 
     def maintain(self) -> None:
         """Trim every stream behind its slowest consumer group (retention.py) and record
-        the groups' lag, at most every `trim_interval` seconds."""
+        the groups' lag, at most every `trim_interval` seconds; and renew the heartbeat key
+        (`alive_key`) the gateway's /health reads: it expires unless the relay streams."""
         if time.monotonic() - self.last_trim < self.config.trim_interval:
             return
         self.last_trim = time.monotonic()
+        if self.config.alive_key:
+            self.redis.set(self.config.alive_key, str(self.confirmed),
+                           ex=self.config.alive_seconds)
         for table in self.config.tables.values():
             done = retention.trim(self.redis, table.topic, table.trimmed_key, table.max_len,
                                   max(table.retention_max_len, table.max_len))

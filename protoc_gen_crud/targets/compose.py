@@ -225,7 +225,9 @@ def services(backend: Backend) -> dict[str, dict]:
         # nginx resolves the GraphQL upstream's name when it starts: the service must be up.
         "depends_on": {**_healthy("crud", "redis", "graphql"), **tools,
                        "docs": {"condition": "service_completed_successfully"}},
-        "healthcheck": _healthcheck(backend, "proxy", _http_check("http://127.0.0.1/health")),
+        # /live: the gateway itself. /health also reports Redis, the relay and the APIs; a
+        # part being down must not mark the gateway unhealthy (and get it restarted).
+        "healthcheck": _healthcheck(backend, "proxy", _http_check("http://127.0.0.1/live")),
         "restart": "unless-stopped",
     }
     docs = docs_service(backend)
@@ -484,7 +486,10 @@ def override(backend: Backend) -> dict:
                                  "-s", "reload"]},
         }]}},
         "migrate": {"develop": {"watch": [{"path": "./migrations", "action": "restart"}]}},
-        # Ruru (GraphiQL) in development only; a changed schema or config restarts it.
+        # Ruru (GraphiQL) in development only; changed graphql/ files restart it, and a
+        # migration's schema change reaches it without a restart: with CRUD_GRAPHQL_DEV it
+        # builds its schemas again on the NOTIFY pgrst, 'reload schema' that migrate.psql
+        # ends with.
         "graphql": {"environment": {"CRUD_GRAPHQL_DEV": "1", "NODE_ENV": "development"},
                     "develop": {"watch": [{"path": f"./{graphql.DIR}", "action": "restart"}]}},
         # A new lock file (a newer protoc-gen-crud) installs the page's files again.

@@ -28,7 +28,7 @@ from ..rendering import GENERATED
 from ..rendering import render as render_template
 from . import graphql, openapi
 from .postgrest import SERVER_PORT
-from .relay import TRIMMED_SUFFIX, topic
+from .relay import ALIVE_KEY, ALIVE_SECONDS, TRIMMED_SUFFIX, topic
 
 METRICS_PORT = 9145
 # The unpublished server on METRICS_PORT also takes aggregation results for SSE channels.
@@ -156,6 +156,18 @@ def docs_pages(backend: Backend, bases: list[str]) -> dict[str, str]:
                                   title=backend.database.name) for base in bases}
 
 
+# What the gateway's /health checks with a TCP connect: the REST API (PostgREST) and the
+# GraphQL API. Redis (PING) and crud-relay (its heartbeat key) are checked when something is
+# streamed.
+HEALTH_TCP = (("api", UPSTREAM_HOST, SERVER_PORT), ("graphql", graphql.HOST, graphql.PORT))
+
+
+def health_parts(backend: Backend) -> list[str]:
+    """The parts /health names, in its order."""
+    return [name for name, _, _ in HEALTH_TCP] + (["redis", "relay"] if backend.streamed
+                                                   else [])
+
+
 def render(backend: Backend) -> dict[str, str]:
     # Imported here: the README reads compose's settings, and compose (through the
     # observability target) this module's ports.
@@ -197,6 +209,11 @@ def render(backend: Backend) -> dict[str, str]:
         "retry_max_ms": SSE_RETRY_MS[1],
         "worker_shutdown_timeout": WORKER_SHUTDOWN_TIMEOUT_S,
         "trimmed_suffix": TRIMMED_SUFFIX,
+        "health_tcp": HEALTH_TCP,
+        "health_redis": bool(backend.streamed),
+        "health_parts": health_parts(backend),
+        "alive_key": ALIVE_KEY,
+        "alive_seconds": ALIVE_SECONDS,
         "user_claim": backend.auth.user_claim,
         "tenant_claim": backend.auth.tenant_claim,
         "role_claim": backend.auth.role_claim,

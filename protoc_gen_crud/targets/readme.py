@@ -18,7 +18,7 @@ from ..aggregates import key_columns, output_columns
 from ..model import Backend, Column, Entity, ForeignKey, Rule
 from ..rendering import GENERATED
 from ..rendering import render as render_template
-from . import compose
+from . import compose, openresty
 from .relay import topic
 
 FILE = "README.md"
@@ -247,6 +247,7 @@ def text(backend: Backend) -> str:
         relationships=relationships(backend),
         roles=roles,
         cell=cell,
+        health_parts=openresty.health_parts(backend),
     )
 
 

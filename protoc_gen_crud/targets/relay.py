@@ -27,6 +27,11 @@ RELAY_ROLE = "crud_relay"
 TRIMMED_SUFFIX = ".trimmed"
 # How often the relay trims each stream (and measures its consumer groups' lag).
 TRIM_INTERVAL_SECONDS = 1.0
+# While it streams, the relay sets this Redis key at each trim round (every
+# TRIM_INTERVAL_SECONDS) with this expiry; the gateway's /health reports the relay down when
+# the key is gone (the relay crashed, hangs, or lost PostgreSQL or Redis).
+ALIVE_KEY = "crud-relay:alive"
+ALIVE_SECONDS = 5
 
 
 def topic(entity: str) -> str:
@@ -43,6 +48,8 @@ def config(backend: Backend) -> dict:
         "metrics_port": METRICS_PORT,
         "confirm_after_seconds": CONFIRM_AFTER_SECONDS,
         "trim_interval_seconds": TRIM_INTERVAL_SECONDS,
+        "alive_key": ALIVE_KEY,
+        "alive_seconds": ALIVE_SECONDS,
         "tables": [
             {"schema": backend.database.schema, "table": e.name, "entity": e.name,
              "topic": topic(e.name), "max_len": e.stream_max_len,

@@ -235,8 +235,11 @@ def gateway_objects(backend: Backend) -> list[c.Resource]:
         "ports": [{"name": "http", "containerPort": openresty.LISTEN_PORT, "protocol": "TCP"},
                   {"name": "internal", "containerPort": openresty.INTERNAL_PORT,
                    "protocol": "TCP"}],
-        "readinessProbe": c.http_probe("/health", "http", period=5),
-        "livenessProbe": c.http_probe("/health", "http", period=10, delay=5),
+        # /live: the gateway itself. /health also reports Redis, the relay and the APIs; a
+        # part being down must neither restart the gateway nor take it out of service (the
+        # API still answers while the relay is down).
+        "readinessProbe": c.http_probe("/live", "http", period=5),
+        "livenessProbe": c.http_probe("/live", "http", period=10, delay=5),
         # Stop taking new connections after the endpoints drained, then let open requests
         # finish (SSE clients reconnect elsewhere with Last-Event-ID).
         "lifecycle": {"preStop": {"exec": {"command": [

@@ -5,18 +5,71 @@
 // CRUD_GRAPHQL_PORT (default 5678). A POST to /api/v1/graphql (the gateway passes the
 // path on) runs a query as the caller's role (auth.mjs) on that role's schema
 // (graphile.config.mjs); GET /health answers once every schema is built.
+//
+// In development (CRUD_GRAPHQL_DEV=1: make dev and the compose override) it also listens for
+// the notification the migrations end with (NOTIFY pgrst, 'reload schema', also PostgREST's
+// signal) and then builds every role's schema again, so a migration shows without a restart.
+// No event trigger is needed (PostGraphile's own watch mode installs one, which takes rights
+// the authenticator does not have).
 import { createServer } from "node:http";
 import { postgraphile } from "postgraphile";
+import { makePgService } from "postgraphile/adaptors/pg";
 import { grafserv } from "postgraphile/grafserv/node";
 import { AuthError, makeAuthenticate } from "./auth.mjs";
 import { GRAPHQL_PATH, PORT, ROLES, ROUTES, presetFor } from "./graphile.config.mjs";
 
 const authenticate = makeAuthenticate();
 const servers = new Map();
-for (const role of ROLES) {
+
+async function build(role) {
   const pgl = postgraphile(presetFor(role));
   await pgl.getSchema();
-  servers.set(role, { pgl, handle: pgl.createServ(grafserv).createHandler() });
+  return { pgl, handle: pgl.createServ(grafserv).createHandler() };
+}
+
+for (const role of ROLES) {
+  servers.set(role, await build(role));
+}
+
+// How long a replaced schema's server stays open for the requests it is still answering.
+const RETIRE_MS = 30000;
+let watcher = null;
+let reloading = Promise.resolve();
+let reloadWanted = false;
+
+async function reloadSchemas() {
+  reloadWanted = false;
+  for (const role of ROLES) {
+    let fresh;
+    try {
+      fresh = await build(role);
+    } catch (error) {
+      // A schema that does not build keeps the one before it.
+      console.error(JSON.stringify({ msg: "graphql schema reload failed", role,
+                                     error: String(error) }));
+      continue;
+    }
+    const old = servers.get(role);
+    servers.set(role, fresh);
+    setTimeout(() => old.pgl.release(), RETIRE_MS).unref();
+  }
+  console.log(JSON.stringify({ msg: "graphql schema reloaded", roles: ROLES }));
+}
+
+if (process.env.CRUD_GRAPHQL_DEV === "1") {
+  watcher = makePgService({ connectionString: process.env.CRUD_GRAPHQL_DATABASE_URL,
+                            pubsub: true });
+  (async () => {
+    for await (const payload of watcher.pgSubscriber.subscribe("pgrst")) {
+      if (payload !== "reload schema" || reloadWanted) {
+        continue;
+      }
+      // One rebuild at a time; notifications meanwhile make one more after it.
+      reloadWanted = true;
+      reloading = reloading.then(reloadSchemas);
+    }
+  })().catch((error) => console.error(JSON.stringify({ msg: "graphql schema watch stopped",
+                                                       error: String(error) })));
 }
 
 function reply(res, status, body, headers = {}) {
@@ -60,6 +113,7 @@ server.listen(Number(process.env.CRUD_GRAPHQL_PORT || PORT), process.env.CRUD_GR
 function stop() {
   server.close();
   server.closeAllConnections();
+  watcher?.release?.();
   Promise.allSettled([...servers.values()].map(({ pgl }) => pgl.release()))
     .then(() => process.exit(0));
   setTimeout(() => process.exit(0), 5000).unref();

@@ -1502,7 +1502,11 @@ Once it runs, the gateway is the only published port (http://localhost):
 - `http://localhost/api/v1/docs`: the API reference page (Swagger UI), with this file
   at `/api/v1/docs/README.md`
 - `http://localhost/api/v1/openapi.json`: the OpenAPI 3.1 document (also `/api/v1/`)
-- `http://localhost/health`: the gateway's health
+- `http://localhost/health`: the parts the gateway depends on (api, graphql, redis, relay), each
+  `up` or `down` in `parts`; 200 when all are up, 503 naming what is down
+- `http://localhost/live`: the gateway alone (always 200 while nginx answers): what compose's
+  healthcheck and the Kubernetes probes ask, so that a part being down neither restarts the
+  gateway nor takes it out of service
 
 Requests carry `Authorization: Bearer <token>` (HS256 signed with PGRST_JWT_SECRET).
 The token's `role` claim names the role; without it, a token with a
@@ -1742,6 +1746,59 @@ local function connect()
         end
     end
     return red
+end
+
+-- /health: the parts the gateway depends on, each "up" or "down" (200 when all are up, 503
+-- otherwise). The API servers are checked by a TCP connect to their upstream; Redis by PING;
+-- crud-relay by the heartbeat key it renews while it streams (crud-relay:alive, expiring after
+-- 5 s). /live answers for the gateway alone (the container's healthcheck
+-- and probes), so that a part being down does not get the gateway restarted.
+local HEALTH_TCP = {
+    { name = "api", host = "crud", port = 3000 },
+    { name = "graphql", host = "graphql", port = 5678 },
+}
+local HEALTH_REDIS = true
+local ALIVE_KEY = "crud-relay:alive"
+
+local function tcp_up(host, port)
+    local sock = ngx.socket.tcp()
+    sock:settimeout(1000)
+    local ok = sock:connect(resolve(host), port)
+    sock:close()
+    return ok and true or false
+end
+
+function _M.health()
+    local parts, healthy = {}, true
+    for _, part in ipairs(HEALTH_TCP) do
+        parts[part.name] = tcp_up(part.host, part.port) and "up" or "down"
+    end
+    if HEALTH_REDIS then
+        parts.redis, parts.relay = "down", "down"
+        local red = redis:new()
+        red:set_timeouts(1000, 1000, 1000)
+        local host = os.getenv("CRUD_REDIS_HOST") or "redis"
+        local ok = red:connect(resolve(host), tonumber(os.getenv("CRUD_REDIS_PORT") or "6379"))
+        local password = os.getenv("REDIS_PASSWORD")
+        if ok and password and password ~= "" then
+            ok = red:auth(password)
+        end
+        if ok and red:ping() then
+            parts.redis = "up"
+            local beat = red:get(ALIVE_KEY)
+            if beat and beat ~= ngx.null then
+                parts.relay = "up"
+            end
+            red:set_keepalive(60000, 32)
+        end
+    end
+    for _, state in pairs(parts) do
+        healthy = healthy and state == "up"
+    end
+    ngx.status = healthy and 200 or 503
+    ngx.header["Content-Type"] = "application/json"
+    ngx.header["Cache-Control"] = "no-store"
+    ngx.say(cjson.encode({ status = healthy and "ok" or "degraded", parts = parts }))
 end
 
 -- Stream ids compared exactly: both parts are 64-bit, beyond a Lua number's precision.
