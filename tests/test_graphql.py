@@ -39,7 +39,7 @@ from .support import (
     wait_port,
     write_tree,
 )
-from .test_gateway import metric
+from .test_gateway import metric, until_limited
 from .test_realtime import SseClient
 
 SECRET = "a-graphql-test-secret-of-32-bytes-or-more"
@@ -326,6 +326,27 @@ def test_gateway_applies_its_limits_and_json_errors(serve, test_host):
     api.server.stop()
     reply = call(test_host, "POST", api.route, body="{}", headers=JSON)
     assert reply.status == 502 and reply.json()["code"] == "unavailable", (reply.status, reply.body)
+
+
+def test_the_graphql_route_is_rate_limited_like_the_rest_routes(serve, test_host):
+    """Past the burst the gateway answers 429 itself, with its JSON error, Retry-After and a
+    request id, as on the REST routes (tests/test_gateway.py), and counts it under the
+    route."""
+    api = serve("storefront")
+    rate = model_of("storefront").rate_limit
+    query = json.dumps({"query": "{ products { totalCount } }"})
+    passed, reply = until_limited(test_host, api.route, JSON, method="POST", body=query)
+    assert passed >= rate.burst  # a fresh gateway: the whole burst first
+    assert reply.status == 429
+    assert reply.headers["content-type"].startswith("application/json")
+    assert reply.json()["code"] == "rate_limited", reply.body
+    assert reply.headers["retry-after"] == "1"
+    assert reply.headers["x-request-id"]
+    series = 'crud_gateway_requests_total{route="graphql",status="429"}'
+    deadline = time.monotonic() + 5
+    while metric(test_host, series) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(test_host, series) >= 1
 
 
 def test_generated_files_are_plain_and_pinned():
