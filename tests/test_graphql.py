@@ -386,6 +386,18 @@ def test_errors_other_than_the_databases_are_masked(serve, test_host, database):
         relay.close()
 
 
+def test_the_gateway_keeps_its_connections_to_the_graphql_server(serve, test_host):
+    """nginx keeps idle upstream connections for 60 s; the GraphQL server keeps them open
+    longer than Node's default 5 s, so nginx never sends a request on one being closed."""
+    api = serve("storefront")
+    assert "errors" not in api.run("anon", "{ products { totalCount } }")
+    time.sleep(6)  # idle past Node's default keep-alive timeout
+    held = test_host.run("ss", "-Htn", "state", "established",
+                         f"( sport = :{GraphqlServer.PORT} )")
+    assert held.returncode == 0, held.stderr
+    assert held.stdout.strip(), "the GraphQL server closed the gateway's idle connection"
+
+
 def test_generated_files_are_plain_and_pinned():
     files = example_files("storefront")
     package = json.loads(files["graphql/package.json"])
