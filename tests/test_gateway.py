@@ -23,6 +23,7 @@ from protoc_gen_crud.devstack import Gateway
 from .support import (
     EXAMPLES,
     EXAMPLES_DIR,
+    Response,
     call,
     from_textproto,
     model_of,
@@ -287,6 +288,12 @@ def test_metrics_by_route_and_status(gateway, netns):
     assert metric(netns, inf) == metric(netns, count)
     assert call(netns, "GET", "/metrics").status == 404, "metrics are not on the public port"
     exposition = call(netns, "GET", "/metrics", port=9145).body
+    # Buckets are cumulative (the gateway counts each request in one bucket and adds them up
+    # when scraped): never decreasing, and these fast requests are all within the last bound.
+    buckets = [float(line.rsplit(" ", 1)[1]) for line in exposition.decode().splitlines()
+               if line.startswith(f"crud_gateway_request_duration_seconds_bucket{{{labels},")]
+    assert len(buckets) == 12 and buckets == sorted(buckets), buckets
+    assert buckets[-2] == buckets[-1] == metric(netns, count), buckets
     lint = subprocess.run(["promtool", "check", "metrics"], input=exposition,
                           capture_output=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -315,21 +322,29 @@ def test_upstream_connections_are_kept_alive(gateway, netns, recording):
     assert len(ports) < 10
 
 
-def exhaust(netns, path: str, headers: dict, source: str) -> int:
-    """Send requests over one connection until the gateway answers 429; how many passed."""
+def until_limited(netns, path: str, headers: dict, source: str = "127.0.0.1",
+                  method: str = "GET", body: str | None = None) -> tuple[int, Response]:
+    """Send requests over one connection until the gateway answers 429: how many passed,
+    and the 429 answer."""
     conn = http.client.HTTPConnection("127.0.0.1", 80, timeout=10, source_address=(source, 0))
     with netns.inside():
         conn.connect()
     try:
         for passed in range(1000):
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             reply = conn.getresponse()
-            reply.read()
+            data = reply.read()
             if reply.status == 429:
-                return passed
+                return passed, Response(reply.status,
+                                        {k.lower(): v for k, v in reply.getheaders()}, data)
     finally:
         conn.close()
     raise AssertionError("never rate limited")
+
+
+def exhaust(netns, path: str, headers: dict, source: str) -> int:
+    """Send requests over one connection until the gateway answers 429; how many passed."""
+    return until_limited(netns, path, headers, source)[0]
 
 
 def test_rate_limit_per_token_follows_the_token_across_addresses(gateway, netns):

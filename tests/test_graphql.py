@@ -39,7 +39,8 @@ from .support import (
     wait_port,
     write_tree,
 )
-from .test_gateway import metric
+from .test_gateway import metric, until_limited
+from .test_python_client_live import CuttableProxy
 from .test_realtime import SseClient
 
 SECRET = "a-graphql-test-secret-of-32-bytes-or-more"
@@ -89,12 +90,13 @@ class Api:
         return {"query": query, "mutation": mutation}
 
 
-def start_graphql(netns, out: Path, database, env: dict[str, str] | None = None
-                  ) -> GraphqlServer:
-    """The generated graphql/ on Node 22, logged in as the authenticator, like PostgREST."""
+def start_graphql(netns, out: Path, database, env: dict[str, str] | None = None,
+                  port: int | None = None) -> GraphqlServer:
+    """The generated graphql/ on Node 22, logged in as the authenticator, like PostgREST
+    (to the database's port, or to `port` when a relay stands in between)."""
     if graphql_runtime() is None:
         pytest.fail("Node 22 or PostGraphile is not installed: run scripts/setup.sh --system")
-    url = f"postgres://authenticator@127.0.0.1:{database.server.port}/{database.name}"
+    url = f"postgres://authenticator@127.0.0.1:{port or database.server.port}/{database.name}"
     return GraphqlServer(netns, out / "graphql", url,
                          env if env is not None else {"PGRST_JWT_SECRET": SECRET}).start()
 
@@ -106,7 +108,8 @@ def serve(test_host, database, tmp_path):
     after the test."""
     started: list = []
 
-    def make(name: str = "", config: str = "", env: dict[str, str] | None = None) -> Api:
+    def make(name: str = "", config: str = "", env: dict[str, str] | None = None,
+             port: int | None = None) -> Api:
         if config:
             files = from_text(config)
             backend = builder.build(*textproto.load(config, "test.textproto"))
@@ -116,7 +119,7 @@ def serve(test_host, database, tmp_path):
                                 env={"PGRST_AUTHENTICATOR_PASSWORD": "x",
                                      "CRUD_RELAY_PASSWORD": "x"})
         assert done.returncode == 0, done.stderr
-        server = start_graphql(test_host, tmp_path / "out", database, env)
+        server = start_graphql(test_host, tmp_path / "out", database, env, port)
         started.append(server.stop)
         gateway = serving_gateway(test_host, tmp_path / "out" / "openresty")
         gateway.__enter__()
@@ -326,6 +329,73 @@ def test_gateway_applies_its_limits_and_json_errors(serve, test_host):
     api.server.stop()
     reply = call(test_host, "POST", api.route, body="{}", headers=JSON)
     assert reply.status == 502 and reply.json()["code"] == "unavailable", (reply.status, reply.body)
+
+
+def test_the_graphql_route_is_rate_limited_like_the_rest_routes(serve, test_host):
+    """Past the burst the gateway answers 429 itself, with its JSON error, Retry-After and a
+    request id, as on the REST routes (tests/test_gateway.py), and counts it under the
+    route."""
+    api = serve("storefront")
+    rate = model_of("storefront").rate_limit
+    query = json.dumps({"query": "{ products { totalCount } }"})
+    passed, reply = until_limited(test_host, api.route, JSON, method="POST", body=query)
+    assert passed >= rate.burst  # a fresh gateway: the whole burst first
+    assert reply.status == 429
+    assert reply.headers["content-type"].startswith("application/json")
+    assert reply.json()["code"] == "rate_limited", reply.body
+    assert reply.headers["retry-after"] == "1"
+    assert reply.headers["x-request-id"]
+    series = 'crud_gateway_requests_total{route="graphql",status="429"}'
+    deadline = time.monotonic() + 5
+    while metric(test_host, series) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(test_host, series) >= 1
+
+
+def test_errors_other_than_the_databases_are_masked(serve, test_host, database):
+    """The GraphQL server's connection to PostgreSQL cut (a relay in between, shut): the
+    caller gets a generic message with an id, not the driver's text, which the server logs
+    under that id. Once it is back, a database error again shows its SQLSTATE and message."""
+    with test_host.inside():  # the relay's sockets and threads live in the namespace
+        relay = CuttableProxy(target=database.server.port)
+    try:
+        api = serve("storefront", port=relay.port)
+        listing = "{ products { totalCount } }"
+        assert "errors" not in api.run("anon", listing)
+        relay.cut()
+        reply = api.post(listing, headers_of("anon"))
+        assert reply.headers["x-request-id"]  # through the gateway
+        error = reply.json()["errors"][0]
+        found = re.fullmatch(r"An error occurred \(logged with hash: '[\w-]+', id: '(\w+)'\)",
+                             error["message"])
+        assert found, error
+        assert set(error.get("extensions", {})) <= {"errorId"}, error
+        assert "onnect" not in json.dumps(reply.json()), reply.body  # no driver text
+        deadline = time.monotonic() + 5
+        while found[1] not in api.server.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logged = api.server.output()
+        assert found[1] in logged
+        assert re.search(r"onnect|ECONN", logged[logged.index(found[1]):]), logged[-2000:]
+        relay.resume()
+        got = api.run("admin", "mutation { createProduct(input: {product: {sku: \"M-1\", "
+                               "name: \"M\", price: \"-1\", cost: \"0\"}}) { product { id } } }")
+        assert got["errors"][0]["extensions"]["code"] == "23514", got
+        assert "product" in got["errors"][0]["message"], got
+    finally:
+        relay.close()
+
+
+def test_the_gateway_keeps_its_connections_to_the_graphql_server(serve, test_host):
+    """nginx keeps idle upstream connections for 60 s; the GraphQL server keeps them open
+    longer than Node's default 5 s, so nginx never sends a request on one being closed."""
+    api = serve("storefront")
+    assert "errors" not in api.run("anon", "{ products { totalCount } }")
+    time.sleep(6)  # idle past Node's default keep-alive timeout
+    held = test_host.run("ss", "-Htn", "state", "established",
+                         f"( sport = :{GraphqlServer.PORT} )")
+    assert held.returncode == 0, held.stderr
+    assert held.stdout.strip(), "the GraphQL server closed the gateway's idle connection"
 
 
 def test_generated_files_are_plain_and_pinned():

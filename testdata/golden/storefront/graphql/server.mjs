@@ -107,6 +107,11 @@ const server = createServer((req, res) => {
   });
 });
 
+// The gateway keeps idle upstream connections for 60 s (nginx.conf, upstream crud_graphql);
+// Node's default of 5 s would close them under it, and a request nginx sends on a connection
+// that is just being closed fails (a POST is not retried).
+server.keepAliveTimeout = 75_000;
+
 server.listen(Number(process.env.CRUD_GRAPHQL_PORT || PORT), process.env.CRUD_GRAPHQL_HOST || "0.0.0.0",
               () => console.log(JSON.stringify({ msg: "graphql listening", roles: ROLES })));
 

@@ -45,17 +45,18 @@ local function incr(key, by)
     end
 end
 
+-- Per request (log phase, every request): three increments. The count doubles as
+-- crud_gateway_requests_total, and only the one bucket the time falls into is counted (none
+-- above the last bound: +Inf is the count); metrics() adds the buckets up when scraped.
 function _M.observe()
-    local route = ngx.var.crud_route or "unmatched"
-    local status = tostring(ngx.status)
+    local series = (ngx.var.crud_route or "unmatched") .. "\t" .. ngx.status
     local seconds = tonumber(ngx.var.request_time) or 0
-    local series = route .. "\t" .. status
-    incr("requests\t" .. series, 1)
-    incr("sum\t" .. series, seconds)
     incr("count\t" .. series, 1)
-    for _, le in ipairs(BUCKETS) do
-        if seconds <= le then
-            incr("bucket\t" .. series .. "\t" .. le, 1)
+    incr("sum\t" .. series, seconds)
+    for i = 1, #BUCKETS do
+        if seconds <= BUCKETS[i] then
+            incr("bucket\t" .. series .. "\t" .. i, 1)
+            return
         end
     end
 end
@@ -84,16 +85,19 @@ function _M.metrics()
     }
     for _, s in ipairs(series) do
         out[#out + 1] = string.format('crud_gateway_requests_total{route="%s",status="%s"} %d',
-            s.route, s.status, metrics:get("requests\t" .. s.key) or 0)
+            s.route, s.status, metrics:get("count\t" .. s.key) or 0)
     end
     out[#out + 1] = "# HELP crud_gateway_request_duration_seconds Time to answer a request, by route and status."
     out[#out + 1] = "# TYPE crud_gateway_request_duration_seconds histogram"
     for _, s in ipairs(series) do
         local labels = string.format('route="%s",status="%s"', s.route, s.status)
         local name = "crud_gateway_request_duration_seconds"
-        for _, le in ipairs(BUCKETS) do
+        -- Each key holds its own bucket's requests: cumulated here, as Prometheus wants.
+        local below = 0
+        for i, le in ipairs(BUCKETS) do
+            below = below + (metrics:get("bucket\t" .. s.key .. "\t" .. i) or 0)
             out[#out + 1] = name .. "_bucket{" .. labels .. ',le="' .. tostring(le) .. '"} '
-                .. (metrics:get("bucket\t" .. s.key .. "\t" .. le) or 0)
+                .. below
         end
         local count = metrics:get("count\t" .. s.key) or 0
         out[#out + 1] = name .. "_bucket{" .. labels .. ',le="+Inf"} ' .. count
