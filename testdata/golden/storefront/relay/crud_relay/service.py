@@ -332,13 +332,19 @@ class Relay:
                     "retention_max_len": table.retention_max_len})
 
     def xadd_all(self, entries: list[tuple[str, bytes, Table]]) -> list[object]:
-        """Pipelined `XADD <topic> <id> data <event>`, one reply per entry.
+        """`XADD <topic> <id> data <event>` for every entry in one MULTI/EXEC, one reply per
+        entry.
+
+        In a transaction the batch lands in a stream at once: a gateway reader blocked on
+        the stream wakes once per batch and reads all of it, instead of waking at the first
+        entry and coming back for the rest. A refused XADD (a replayed id) is an error reply
+        inside EXEC's answer and does not abort the others.
 
         The commands are written in RESP directly: redis-py's generic packing was a third of
         the relay's CPU time. Replies are read with redis-py's parser; an error reply comes
         back as the ResponseError it raises, in its place.
         """
-        frames = []
+        frames = [b"*1\r\n$5\r\nMULTI\r\n"]
         topics: dict[str, bytes] = {}
         for event_id, event, table in entries:
             topic = topics.get(table.topic)
@@ -348,15 +354,16 @@ class Relay:
             key = event_id.encode()
             frames.append(b"*5\r\n$4\r\nXADD\r\n%b$%d\r\n%b\r\n$4\r\ndata\r\n$%d\r\n%b\r\n"
                           % (topic, len(key), key, len(event), event))
-        connection = self.redis.connection_pool.get_connection("XADD")
+        frames.append(b"*1\r\n$4\r\nEXEC\r\n")
+        connection = self.redis.connection_pool.get_connection("MULTI")
         try:
             connection.send_packed_command([b"".join(frames)])
-            replies: list[object] = []
+            connection.read_response()  # +OK to MULTI
             for _ in entries:
-                try:
-                    replies.append(connection.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
+                connection.read_response()  # +QUEUED
+            replies = connection.read_response()
+            if not isinstance(replies, list) or len(replies) != len(entries):
+                raise redis.ResponseError(f"unexpected EXEC reply: {replies!r:.200}")
             return replies
         except BaseException:
             connection.disconnect()
