@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(postgresql postgresql-client nginx-extras lua-cjson iproute2 docker-compose prometheus redis-server lua-nginx-redis chromium)
+SYSTEM_PACKAGES=(postgresql postgresql-client nginx-extras lua-cjson iproute2 docker-compose prometheus redis-server lua-nginx-redis chromium wrk)
 PYTHON=${PYTHON:-python3}
 
 sudo_if_needed() {
