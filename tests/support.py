@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from protoc_gen_crud import builder, textproto
-from protoc_gen_crud.devloop import protoc_command
+from protoc_gen_crud.devloop import DevLoop, protoc_command
 from protoc_gen_crud.devstack import Gateway, NetNamespace
 from protoc_gen_crud.generate import generate
 
@@ -216,3 +216,15 @@ def as_request(conn, role: str, claims: dict | None, sql: str):
         except (errors.NotNullViolation, errors.CheckViolation, errors.ForeignKeyViolation,
                 errors.InvalidTextRepresentation):
             return "granted"
+
+
+def started_dev_loop(source_name: str, tmp_path: Path, host, pg, redis, database: str):
+    """`make dev` (DevLoop) started over a copy of an example's source (`product.proto` or
+    `product.textproto`) in tmp_path/src, generating into tmp_path/generated; the test edits
+    the copy through `loop.source` and stops the loop itself."""
+    source = tmp_path / "src" / source_name
+    source.parent.mkdir()
+    shutil.copy(EXAMPLES_DIR / source_name.split(".")[0] / source_name, source)
+    loop = DevLoop(source, tmp_path / "generated", host, pg, redis, database)
+    loop.start()
+    return loop

@@ -19,10 +19,10 @@ import jwt
 import psycopg
 import pytest
 
-from protoc_gen_crud.devloop import DevLoop, difference
+from protoc_gen_crud.devloop import difference
 from protoc_gen_crud.devstack import _running_in_group
 
-from .support import EXAMPLES_DIR, call
+from .support import EXAMPLES_DIR, call, started_dev_loop
 from .test_realtime import ADMIN, SseClient, token
 
 
@@ -48,11 +48,9 @@ def test_difference_names_the_parts_to_reload():
 def test_editing_the_proto_reaches_database_and_stream(test_host, pg, redis_server, recording,
                                                        tmp_path):
     """PostgREST is the stand-in of the other tests (recording), as no binary exists here."""
-    source = tmp_path / "src" / "product.proto"
-    source.parent.mkdir()
-    shutil.copy(EXAMPLES_DIR / "product" / "product.proto", source)
-    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_loop")
-    loop.start()
+    loop = started_dev_loop("product.proto", tmp_path, test_host, pg, redis_server,
+                            "dev_loop")
+    source = loop.source
     try:
         stack = loop.stack
         relay_pid, gateway_pid = stack.relay.process.pid, stack.gateway.process.pid
@@ -275,11 +273,8 @@ def test_make_dev_restarts_what_crashed(test_host, pg, redis_server, recording, 
     """kill -9 of the relay during a burst and of the GraphQL server: the next poll restarts
     them (new processes), the relay resumes from its slot so the SSE subscriber gets every
     row of the burst once, and GraphQL answers again."""
-    source = tmp_path / "src" / "product.textproto"
-    source.parent.mkdir()
-    shutil.copy(EXAMPLES_DIR / "product" / "product.textproto", source)
-    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_sup")
-    loop.start()
+    loop = started_dev_loop("product.textproto", tmp_path, test_host, pg, redis_server,
+                            "dev_sup")
     try:
         stack = loop.stack
         client = SseClient("/stream/sse/product")
@@ -337,11 +332,8 @@ def test_health_names_the_part_that_is_down(test_host, pg, redis_server, recordi
     """/health is 200 with every part up; kill -9 of the relay makes it 503 naming the relay
     (and only it), and 200 again once supervise() restarted it; the same for Redis (the relay,
     which cannot write without it, is reported down too). /live stays 200 throughout."""
-    source = tmp_path / "src" / "product.textproto"
-    source.parent.mkdir()
-    shutil.copy(EXAMPLES_DIR / "product" / "product.textproto", source)
-    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_health")
-    loop.start()
+    loop = started_dev_loop("product.textproto", tmp_path, test_host, pg, redis_server,
+                            "dev_health")
     try:
         stack = loop.stack
         assert loop.graphql is not None
@@ -411,11 +403,8 @@ def test_make_dev_restarts_redis_and_nginx(test_host, pg, redis_server, recordin
     """kill -9 of Redis, then of nginx's master, each during an insert burst with an SSE
     subscriber: the next supervise() restarts it; the relay resumes, and the subscriber —
     reconnecting with Last-Event-ID when its stream ended — gets every row once."""
-    source = tmp_path / "src" / "product.textproto"
-    source.parent.mkdir()
-    shutil.copy(EXAMPLES_DIR / "product" / "product.textproto", source)
-    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_sup2")
-    loop.start()
+    loop = started_dev_loop("product.textproto", tmp_path, test_host, pg, redis_server,
+                            "dev_sup2")
     follower = None
     try:
         stack = loop.stack

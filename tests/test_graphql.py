@@ -36,6 +36,7 @@ from .support import (
     from_textproto,
     model_of,
     serving_gateway,
+    started_dev_loop,
     wait_port,
     write_tree,
 )
@@ -414,11 +415,9 @@ def test_make_dev_serves_graphql_and_its_changes_reach_sse(test_host, pg, redis_
     list work through <base_path>/graphql, the insert reaches an SSE subscriber through the
     relay like any other change, and an edit of the .proto restarts it with the new column.
     (The SSE read check goes to the PostgREST stand-in, `recording`.)"""
-    source = tmp_path / "src" / "product.proto"
-    source.parent.mkdir()
-    shutil.copy(EXAMPLES_DIR / "product" / "product.proto", source)
-    loop = DevLoop(source, tmp_path / "generated", test_host, pg, redis_server, "dev_graphql")
-    loop.start()
+    loop = started_dev_loop("product.proto", tmp_path, test_host, pg, redis_server,
+                            "dev_graphql")
+    source = loop.source
     try:
         assert loop.graphql is not None, "make dev did not start the GraphQL API"
         user = {**JSON, "Authorization": "Bearer " + jwt.encode(
