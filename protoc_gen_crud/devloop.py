@@ -165,8 +165,7 @@ class DevLoop:
             if self.graphql:
                 log("graphql restarted")
         if change.relay and self.stack.relay:
-            self.stack.relay.kill(15)
-            self.stack.start_relay()
+            self.stack.start_relay()  # stops the running one first
             log("relay restarted")
         return change
 

@@ -460,6 +460,7 @@ class RelayProcess:
         self.config, self.database_url, self.redis_url = config, database_url, redis_url
         self.log = Path(tempfile.mkstemp(prefix="crud-relay-", suffix=".log")[1])
         self.process: subprocess.Popen | None = None
+        self.kept = ""  # the log's text once stop() removed the file
 
     def start(self) -> RelayProcess:
         import sys
@@ -477,7 +478,15 @@ class RelayProcess:
             self.process.wait(20)
 
     def output(self) -> str:
-        return self.log.read_text()
+        return self.log.read_text() if self.log.exists() else self.kept
+
+    def stop(self, sig: int = 15) -> None:
+        """End the relay and remove its log file (its text stays readable by output()): the
+        tests start hundreds of relays and must not leave a file behind for each."""
+        self.kill(sig)
+        if self.log.exists():
+            self.kept = self.log.read_text()
+            self.log.unlink()
 
 
 def graphql_runtime() -> tuple[Path, Path] | None:
@@ -586,6 +595,8 @@ class LocalStack:
             raise RuntimeError(f"migrations failed: {done.stderr}")
 
     def start_relay(self) -> RelayProcess:
+        if self.relay:  # one that crashed or was killed: its log goes with it
+            self.relay.stop()
         self.relay = RelayProcess(self.generated / "relay" / "relay.json",
                                   self.pg.dsn(self.database, "crud_relay"),
                                   self.redis.url).start()
@@ -621,7 +632,7 @@ class LocalStack:
         if self.gateway:
             self.gateway.stop()
         if self.relay:
-            self.relay.kill(15)
+            self.relay.stop()
         if self.keep:
             return
         slot = json.loads((self.generated / "relay" / "relay.json").read_text())["slot"]

@@ -98,6 +98,22 @@ def notes(make_stack):
     return make_stack(from_text(CONFIG), "relay_ops")
 
 
+def test_a_replaced_or_stopped_relay_leaves_no_log_file(notes):
+    """Every relay a stack starts writes its log to a temporary file; the stack removes it
+    when it replaces the relay (a restart after a crash) and when it goes down, keeping the
+    text for output(). The test suite starts hundreds of relays."""
+    first = notes.relay
+    assert first.log.exists()
+    first.kill(9)
+    second = notes.start_relay()
+    assert second is not first and second.log.exists()
+    assert not first.log.exists()
+    assert "streaming" in first.output()  # read before the file went
+    notes.down()
+    assert not second.log.exists()
+    assert "streaming" in second.output()
+
+
 def fetch(path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:9464{path}", timeout=3) as reply:
