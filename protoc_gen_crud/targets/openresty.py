@@ -210,7 +210,6 @@ def render(backend: Backend) -> dict[str, str]:
         "worker_shutdown_timeout": WORKER_SHUTDOWN_TIMEOUT_S,
         "trimmed_suffix": TRIMMED_SUFFIX,
         "health_tcp": HEALTH_TCP,
-        "health_redis": bool(backend.streamed),
         "health_parts": health_parts(backend),
         "alive_key": ALIVE_KEY,
         "alive_seconds": ALIVE_SECONDS,

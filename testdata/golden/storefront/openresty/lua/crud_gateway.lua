@@ -3348,9 +3348,15 @@ function _M.stream_session()
     return ngx.exit(204)
 end
 
-local function connect()
+-- `timeout_ms` bounds connecting, sending and reading alike (/health answers within it);
+-- without it reads may block past a heartbeat, as a stream's XREAD BLOCK does.
+local function connect(timeout_ms)
     local red = redis:new()
-    red:set_timeouts(2000, 10000, HEARTBEAT_MS + 5000)
+    if timeout_ms then
+        red:set_timeouts(timeout_ms, timeout_ms, timeout_ms)
+    else
+        red:set_timeouts(2000, 10000, HEARTBEAT_MS + 5000)
+    end
     local host = os.getenv("CRUD_REDIS_HOST") or "redis"
     local ok, err = red:connect(resolve(host), tonumber(os.getenv("CRUD_REDIS_PORT") or "6379"))
     if not ok then
@@ -3393,15 +3399,8 @@ function _M.health()
     end
     if HEALTH_REDIS then
         parts.redis, parts.relay = "down", "down"
-        local red = redis:new()
-        red:set_timeouts(1000, 1000, 1000)
-        local host = os.getenv("CRUD_REDIS_HOST") or "redis"
-        local ok = red:connect(resolve(host), tonumber(os.getenv("CRUD_REDIS_PORT") or "6379"))
-        local password = os.getenv("REDIS_PASSWORD")
-        if ok and password and password ~= "" then
-            ok = red:auth(password)
-        end
-        if ok and red:ping() then
+        local red = connect(1000)
+        if red and red:ping() then
             parts.redis = "up"
             local beat = red:get(ALIVE_KEY)
             if beat and beat ~= ngx.null then
