@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -126,3 +128,13 @@ def recording(test_host, tmp_path_factory):
     yield Recording(log)
     process.terminate()
     process.wait(10)
+
+
+@pytest.fixture
+def open_tmp():
+    """A temporary folder the postgres user may enter (pytest's tmp_path is private), for
+    crud-dev runs, whose database lives beside their output; removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="crud-devtest-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

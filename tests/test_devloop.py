@@ -7,11 +7,9 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,16 +22,6 @@ from protoc_gen_crud.devstack import _running_in_group
 
 from .support import EXAMPLES_DIR, call, started_dev_loop
 from .test_realtime import ADMIN, SseClient, token
-
-
-@pytest.fixture
-def open_tmp():
-    """A temporary folder the postgres user may enter (pytest's tmp_path is private), for
-    crud-dev runs, whose database lives beside their output; removed afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix="crud-devtest-"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_difference_names_the_parts_to_reload():

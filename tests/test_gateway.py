@@ -271,6 +271,15 @@ def metric(netns, name: str) -> float:
     return 0.0
 
 
+def counted(netns, series: str, timeout: float = 5) -> float:
+    """A counter once it is above zero (or after `timeout`): nginx counts a request in its
+    log phase, after the answer went out, so the count may land just after the answer."""
+    deadline = time.monotonic() + timeout
+    while metric(netns, series) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return metric(netns, series)
+
+
 def test_metrics_by_route_and_status(gateway, netns):
     backend, _ = gateway
     entity = backend.entities[0]

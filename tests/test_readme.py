@@ -5,8 +5,13 @@ model, and its route and role listing compared with the model."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +19,7 @@ from protoc_gen_crud import builder, textproto
 from protoc_gen_crud.targets import readme
 
 from .support import EXAMPLES, ROOT, model_of
+from .test_devloop import _start_dev
 
 NODE = ROOT / "tests" / "node"
 
@@ -175,21 +181,11 @@ def test_lists_every_route_with_its_roles_endpoints_and_streams(name):
     assert "docker compose up --watch" in text and "make dev" in text
 
 
-
-def test_the_project_readme_make_dev_example_works():
+def test_the_project_readme_make_dev_example_works(open_tmp):
     """The project README's make-dev quick start, run as written against a real `crud-dev`
     (in a namespace of its own name, and without sudo when there is none, as root): it
     creates a product through the gateway's GraphQL route, lists it, and /health names the
     parts. The token it makes must match make dev's default secret."""
-    import os
-    import shutil
-    import signal
-    import sys
-    import tempfile
-    from pathlib import Path
-
-    from .test_devloop import _start_dev
-
     text = (ROOT / "README.md").read_text()
     section = text.split("## Try it without Docker: `make dev`", 1)[1].split("\n## ", 1)[0]
     (script,) = re.findall(r"```bash\n(.*?)```", section, re.S)
@@ -198,14 +194,12 @@ def test_the_project_readme_make_dev_example_works():
     script = script.replace("ip netns exec crud-dev ", f"ip netns exec {name} ")
     if shutil.which("sudo") is None:
         script = 'sudo() { "$@"; }\n' + script
-    folder = Path(tempfile.mkdtemp(prefix="crud-readme-"))
-    folder.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k != "PGRST_JWT_SECRET"}
     process = None
     try:
         process = _start_dev([str(Path(sys.executable).parent / "crud-dev"),
                               str(ROOT / "configs" / "product.textproto"),
-                              "-o", str(folder / "generated")],
+                              "-o", str(open_tmp / "generated")],
                              {**env, "CRUD_DEV_NETNS": name})
         done = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120)
@@ -224,4 +218,3 @@ def test_the_project_readme_make_dev_example_works():
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
         subprocess.run(["ip", "netns", "delete", name], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)

@@ -128,11 +128,19 @@ def product_files(tmp_path: Path, origin: str = PAGE_ORIGIN) -> dict[str, str]:
     return from_textproto(textproto)
 
 
+# Heartbeats twice a second, so that the browser tests' waits stay short.
+FAST_HEARTBEAT = {"CRUD_SSE_HEARTBEAT_MS": "500"}
+
+
+def start_product(make_stack, tmp_path: Path, database: str, origin: str = PAGE_ORIGIN):
+    """The product example running (make_stack) with api.cors allowing `origin` alone."""
+    return make_stack(product_files(tmp_path, origin), database, env=FAST_HEARTBEAT)
+
+
 @pytest.fixture
 def product_stack(make_stack, tmp_path):
     """The product example with CORS allowing the page's origin."""
-    return make_stack(product_files(tmp_path), "sse_browser",
-                      env={"CRUD_SSE_HEARTBEAT_MS": "500"})
+    return start_product(make_stack, tmp_path, "sse_browser")
 
 
 @pytest.mark.one_major
@@ -266,8 +274,7 @@ def test_the_session_cookie_reaches_a_stream_of_another_site_only_over_tls(
     is asked with the page's token; without `Partitioned` it was not sent. Over plain HTTP it
     is `SameSite=Lax`, and Chromium keeps it out of the cross-site request: the check is asked
     without a token."""
-    running = make_stack(product_files(tmp_path, OTHER_SITE), "sse_browser_tls",
-                         env={"CRUD_SSE_HEARTBEAT_MS": "500"})
+    running = start_product(make_stack, tmp_path, "sse_browser_tls", OTHER_SITE)
     entity, insert = INSERTS["product"]
     secret = token({**ADMIN, "page": "tls-cookie"})
     probes, received = {}, {}

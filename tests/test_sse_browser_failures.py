@@ -22,7 +22,14 @@ import pytest
 
 from .support import call, wait_port
 from .test_realtime import ADMIN, INSERTS, published, token
-from .test_sse_browser import GATEWAY, page, page_in_browser, product_files
+from .test_sse_browser import (
+    FAST_HEARTBEAT,
+    GATEWAY,
+    page,
+    page_in_browser,
+    product_files,
+    start_product,
+)
 from .test_sse_readers import reader_connections
 from .test_sse_token_logs import PORT, StandIn
 
@@ -87,16 +94,10 @@ source.onerror = () => console.log("crud-sse error " + source.readyState);
 """
 
 
-@pytest.fixture
-def browser_stack(make_stack, tmp_path):
-    return make_stack(product_files(tmp_path), "sse_browser_fail",
-                      env={"CRUD_SSE_HEARTBEAT_MS": "500"})
-
-
 @pytest.mark.one_major
-def test_a_browser_sees_unknown_parameters_refused_and_can_read_why(browser_stack, test_host,
+def test_a_browser_sees_unknown_parameters_refused_and_can_read_why(make_stack, test_host,
                                                                     recording, tmp_path):
-    running = browser_stack
+    running = start_product(make_stack, tmp_path, "sse_browser_fail")
     base = f"{GATEWAY}/stream/sse/{ENTITY}"
     urls = [("buster", f"{base}?_=1700000000"), ("misspelt", f"{base}?nmae=eq.Laptop"),
             ("multi", f"{GATEWAY}/stream/sse?entities={ENTITY}&_=1700000000")]
@@ -137,8 +138,7 @@ def test_a_page_on_a_refused_origin_gets_nothing_and_costs_nothing(make_stack, t
     """api.cors allows another origin than the page's: the page's EventSource fails for good,
     its session POST is unreadable, and the gateway neither asked PostgREST nor started a
     stream reader or a subscriber for it."""
-    running = make_stack(product_files(tmp_path, "http://proxy:8001"), "sse_browser_origin",
-                         env={"CRUD_SSE_HEARTBEAT_MS": "500"})
+    running = start_product(make_stack, tmp_path, "sse_browser_origin", "http://proxy:8001")
     recording.mark()
     html = ORIGIN_PAGE % {"gateway": json.dumps(GATEWAY), "token": json.dumps(token(ADMIN)),
                           "url": json.dumps(f"{GATEWAY}/stream/sse/{ENTITY}")}
@@ -170,7 +170,7 @@ def flaky_stack(make_stack, tmp_path):
     conf = files["openresty/nginx.conf"]
     assert conf.count("server crud:3000;") == 1
     files["openresty/nginx.conf"] = conf.replace("server crud:3000;", f"server crud:{PORT};")
-    running = make_stack(files, "sse_browser_flaky", env={"CRUD_SSE_HEARTBEAT_MS": "500"})
+    running = make_stack(files, "sse_browser_flaky", env=FAST_HEARTBEAT)
     stand_in = StandIn(running.host, tmp_path / "requests.jsonl")
     stand_in.start()
     try:

@@ -41,11 +41,16 @@ def insert(shop, rows: list[tuple[str, str]]) -> None:
                          (tenant, sku, f"name {sku}"))
 
 
-def subscribe(who: str, last_event_id: str | None = None) -> SseClient:
+def as_user(who: str, last_event_id: str | None = None) -> dict[str, str]:
+    """A stream request's headers: the user's token, and where to resume if given."""
     headers = {"Authorization": f"Bearer {token(USERS[who])}"}
     if last_event_id:
         headers["Last-Event-ID"] = last_event_id
-    return SseClient("/stream/sse/product", headers)
+    return headers
+
+
+def subscribe(who: str, last_event_id: str | None = None) -> SseClient:
+    return SseClient("/stream/sse/product", as_user(who, last_event_id))
 
 
 def skus(events) -> list[str]:
@@ -106,10 +111,7 @@ def test_an_aggregation_channel_streams_each_tenant_its_own_results(make_stack):
     path = "/stream/product-counts"
 
     def listen(who: str, last: str | None = None) -> SseClient:
-        headers = {"Authorization": f"Bearer {token(USERS[who])}"}
-        if last:
-            headers["Last-Event-ID"] = last
-        return SseClient(path, headers)
+        return SseClient(path, as_user(who, last))
 
     def publish(tenant: str, value: int) -> None:
         result = {"window_start": "2026-11-24T10:00:00Z", "window_end": "2026-11-24T10:01:00Z",
@@ -154,10 +156,7 @@ def test_the_multi_entity_stream_keeps_each_tenant_to_its_own_rows(make_stack):
     stack = make_stack(from_text(MULTI_CONFIG, "tenancy.textproto"), "tenancy_multi")
 
     def listen(who: str, last: str | None = None) -> MultiClient:
-        headers = {"Authorization": f"Bearer {token(USERS[who])}"}
-        if last:
-            headers["Last-Event-ID"] = last
-        client = MultiClient(MULTI, headers)
+        client = MultiClient(MULTI, as_user(who, last))
         assert client.status == 200, who
         client.blocks(1, keep=lambda event_id, data: event_id is not None)  # the position
         return client
