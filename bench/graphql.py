@@ -7,8 +7,9 @@ over the benchmark backend (bench/stack.py), with 4 keep-alive connections from 
   (target: the gateway keeps >= 0.9 of direct throughput);
 - the list query's requests/s next to the same rows read with a prepared SQL statement over
   4 connections: the engine's cost.
-After a warm-up of every variant (not counted), rounds alternate the variants; medians are
-reported, with the machine's idle CPU during each run. Run as root:
+After a warm-up of every variant (not counted), 5 rounds run each variant once, the gateway
+and the direct run of a pair in alternating order; medians are reported, with the machine's
+idle CPU during each run. Run as root:
     sudo .venv/bin/python bench/graphql.py
 """
 
@@ -105,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--warmup", type=float, default=2, help="seconds per variant, first")
     args = parser.parse_args()
     with running_stack() as stack:
@@ -122,11 +123,17 @@ def main() -> None:
             for port, body in ((80, LIST), (GraphqlServer.PORT, LIST), (80, CREATE),
                                (GraphqlServer.PORT, CREATE)):
                 http_rate(stack.host, port, body, args.warmup, args.clients)
-            for _ in range(args.rounds):
-                for name, port, body in (("list via gateway", 80, LIST),
-                                         ("list direct", GraphqlServer.PORT, LIST),
-                                         ("create via gateway", 80, CREATE),
-                                         ("create direct", GraphqlServer.PORT, CREATE)):
+            for round_number in range(args.rounds):
+                # Which of each pair goes first alternates between rounds: Node's speed
+                # drifts over a run (JIT, garbage collection, the table growing with the
+                # creates), and always measuring the gateway first would count the drift
+                # for or against it every time.
+                step = 1 if round_number % 2 == 0 else -1
+                for name, port, body in (
+                        *(("list via gateway", 80, LIST),
+                          ("list direct", GraphqlServer.PORT, LIST))[::step],
+                        *(("create via gateway", 80, CREATE),
+                          ("create direct", GraphqlServer.PORT, CREATE))[::step]):
                     rows_before = count_rows(stack)
                     idle_before = idle_ticks()
                     rate, completed = http_rate(stack.host, port, body, args.seconds,

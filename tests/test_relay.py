@@ -11,13 +11,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from protoc_gen_crud.relay import pgoutput
 from protoc_gen_crud.relay.events import Table, change_data
-from protoc_gen_crud.relay.values import _timestamp, parse_array
+from protoc_gen_crud.relay.values import _timestamp, commit_iso, parse_array
 
 from .support import from_text
 from .test_realtime import ADMIN, token
@@ -82,6 +83,18 @@ def test_array_literals(text, expected):
 ])
 def test_timestamps_become_iso_8601(text, expected):
     assert _timestamp(text) == expected
+
+
+@pytest.mark.parametrize("microseconds", [
+    849_398_400_000_000,  # a whole second: no fraction, as isoformat() writes it
+    849_398_400_000_001, 849_398_400_999_999, 849_398_401_500_000,
+    -1, -1_000_000, 0,  # before and at PostgreSQL's epoch
+])
+def test_commit_times_formatted_per_second_match_isoformat(microseconds):
+    # commit_iso formats each second once; the event's time must be what the datetime says.
+    expected = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=microseconds)
+    assert commit_iso(microseconds) == expected.isoformat()
+    assert datetime.fromisoformat(commit_iso(microseconds)) == expected
 
 
 CONFIG = """
