@@ -3,7 +3,8 @@
 Both tables have the same columns; the generated one has its audit trigger, constraints,
 REPLICA IDENTITY FULL, is in the publication, and crud-relay is streaming it to Redis. The
 bare one has none of that. pgbench runs the same single-row INSERT against each, alternating,
-with fsync on. Run as root: sudo .venv/bin/python bench/capture_insert.py
+with fsync on, 5 rounds after a VACUUM and a CHECKPOINT each, medians.
+Run as root: sudo .venv/bin/python bench/capture_insert.py
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", default="1,4", help="comma-separated client counts")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-capture", action="store_true",
                         help="without crud-relay (and so without logical decoding): the "
                              "cost of the generated table itself")
@@ -93,6 +94,11 @@ def main() -> None:
                 # Alternating which goes first: a checkpoint or autovacuum falling into the
                 # first half of every round would otherwise always count against one table.
                 for name, table, rates in order[::1 if round_number % 2 else -1]:
+                    # What pgbench does before its own runs (it vacuums its tables), for both
+                    # tables alike, and a checkpoint: neither table's run inherits the other's
+                    # dirty pages or an autovacuum of its rows.
+                    stack.pg.run_psql(stack.database, "-c", "VACUUM ANALYZE reading, bare",
+                                      "-c", "CHECKPOINT")
                     rate, cpu = tps(stack, table, args.seconds, clients)
                     rates.append(rate)
                     print(f"  round {round_number} {name:9s} {rate:7.0f}/s  cpu (% of one "
