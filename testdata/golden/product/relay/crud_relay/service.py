@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,9 +34,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import pgoutput, retention
-from .events import Table, change_data, cloud_event
+from .events import Encoder, Table, cloud_event, format_lsn
 from .metrics import Metrics
-from .values import commit_time
+from .values import commit_iso
 
 DUPLICATE = "equal or smaller than the target stream top item"
 BATCH = 2000
@@ -92,14 +92,6 @@ class ForeignEntry(Exception):
         self.table, self.entry_id = table, entry_id
 
 
-@dataclass
-class Transaction:
-    commit_lsn: int = 0
-    commit_time: int = 0
-    changes: list[tuple[pgoutput.Relation, pgoutput.Change, Table]] = field(
-        default_factory=list)
-
-
 class Relay:
     def __init__(self, config: Config):
         self.config = config
@@ -107,7 +99,8 @@ class Relay:
         self.metrics.retention = {t.entity: max(t.retention_max_len, t.max_len)
                                   for t in config.tables.values()}
         self.stopping = threading.Event()
-        self.relations: dict[int, pgoutput.Relation] = {}
+        # Relation oid -> how its changes become events, or None for a table not streamed.
+        self.encoders: dict[int, Encoder | None] = {}
         self.redis: redis.Redis | None = None
         self.pending: list[tuple[str, bytes, Table]] = []  # (id, event, table) to write
         self.pending_end = 0  # end LSN of the last transaction in `pending`
@@ -176,7 +169,7 @@ class Relay:
             cursor.start_replication(slot_name=self.config.slot, decode=False, options={
                 "proto_version": "1", "publication_names": self.config.publication})
             self.metrics.postgres_up = True
-            self.pending, self.relations, self.written = [], {}, collections.deque()
+            self.pending, self.encoders, self.written = [], {}, collections.deque()
             log.info("streaming", extra={"slot": self.config.slot})
             self.consume(cursor)
             self.flush(cursor)
@@ -186,7 +179,16 @@ class Relay:
 
     # ---------------------------------------------------------------- loop
     def consume(self, cursor) -> None:
-        txn: Transaction | None = None
+        """Read the replication stream; committed transactions go to `pending`, written in
+        batches (flush).
+
+        This loop runs for every message (three per one-row transaction), so it looks at
+        each message's first byte instead of decoding it: an Insert, Update or Delete of a
+        streamed table is kept as it came until its Commit, one of another table is skipped
+        without reading its values, and Begin and Commit only open and close the list."""
+        changes: list[tuple[Encoder, bytes]] | None = None  # the open transaction's
+        encoders = self.encoders
+        oid_at = pgoutput.RELATION_OID.unpack_from
         last_feedback = time.monotonic()
         while not self.stopping.is_set():
             message = cursor.read_message()
@@ -215,38 +217,49 @@ class Relay:
                     self.woke = time.monotonic()
                     time.sleep(LINGER)
                 continue
-            decoded = pgoutput.decode(message.payload)
-            if isinstance(decoded, pgoutput.Begin):
-                txn = Transaction(decoded.final_lsn, decoded.commit_time)
-            elif isinstance(decoded, pgoutput.Relation):
-                self.relations[decoded.oid] = decoded
-            elif isinstance(decoded, pgoutput.Change) and txn is not None:
-                relation = self.relations[decoded.relation_oid]
+            payload = message.payload
+            kind = payload[0]
+            if kind == 73 or kind == 85 or kind == 68:  # Insert, Update, Delete
+                encoder = encoders[oid_at(payload, 1)[0]]
+                if encoder is not None and changes is not None:
+                    changes.append((encoder, payload))
+            elif kind == 66:  # Begin
+                changes = []
+            elif kind == 67:  # Commit
+                if changes is not None:
+                    self.add(changes, payload)
+                    changes = None
+                    if len(self.pending) >= BATCH:
+                        self.flush(cursor)
+                        self.maintain()
+                        last_feedback = time.monotonic()
+            elif kind == 82:  # Relation, before a table's first change and after ALTERs
+                relation = pgoutput.decode(payload)
                 table = self.config.tables.get((relation.schema, relation.table))
-                if table is not None:
-                    txn.changes.append((relation, decoded, table))
-            elif isinstance(decoded, pgoutput.Commit) and txn is not None:
-                self.add(txn, decoded)
-                txn = None
-                if len(self.pending) >= BATCH:
-                    self.flush(cursor)
-                    self.maintain()
-                    last_feedback = time.monotonic()
+                encoders[relation.oid] = None if table is None else Encoder(
+                    relation, table, f"{self.config.source}/{table.entity}")
 
-    def add(self, txn: Transaction, commit: pgoutput.Commit) -> None:
+    def add(self, changes: list[tuple[Encoder, bytes]], commit: bytes) -> None:
+        """A committed transaction's changes, as events in `pending`."""
+        _flags, commit_lsn, end_lsn, commit_us = pgoutput.COMMIT.unpack_from(commit, 1)
         if not self.pending:
             self.pending_since = min(time.monotonic(), self.woke)
             self.woke = math.inf
-        committed = commit_time(commit.commit_time).isoformat()
-        for number, (relation, change, table) in enumerate(txn.changes):
-            event_id = f"{commit.commit_lsn}-{number}"
-            data = change_data(relation, change, table, commit.commit_lsn, commit.commit_time,
-                               committed)
-            self.pending.append((event_id, cloud_event(event_id, data, table,
-                                                       f"{self.config.source}/{table.entity}",
-                                                       self.config.pubsub), table))
-        self.pending_end = commit.end_lsn
-        self.pending_commit_us = commit.commit_time
+        committed, position = commit_iso(commit_us), format_lsn(commit_lsn)
+        for number, (encoder, payload) in enumerate(changes):
+            if payload[0] == 73:  # an Insert's values, read where they are
+                values = pgoutput.values_at(payload, pgoutput.INSERT_VALUES)[0]
+                data = encoder.data("I", values, None, position, committed)
+            else:
+                change = pgoutput.decode(payload)
+                data = encoder.data(change.action, change.new, change.old, position,
+                                    committed)
+            event_id = f"{commit_lsn}-{number}"
+            self.pending.append((event_id, cloud_event(event_id, data, encoder.table,
+                                                       encoder.source, self.config.pubsub),
+                                 encoder.table))
+        self.pending_end = end_lsn
+        self.pending_commit_us = commit_us
 
     def flush(self, cursor) -> None:
         """Write the pending events; their position becomes confirmable once Redis has them.
@@ -256,16 +269,19 @@ class Relay:
         if self.pending:
             duplicates = 0
             refused: dict[str, Table] = {}
-            for table, result in zip((t for _, _, t in self.pending),
-                                     self.xadd_all(self.pending), strict=True):
+            written: collections.Counter[str] = collections.Counter()
+            for (_, _, table), result in zip(self.pending, self.xadd_all(self.pending),
+                                             strict=True):
                 if isinstance(result, redis.ResponseError):
                     if DUPLICATE not in str(result):
                         raise result
                     duplicates += 1
                     refused[table.topic] = table
                 else:
-                    self.metrics.count(table.entity)
-                    self.metrics.foreign.pop(table.entity, None)
+                    written[table.entity] += 1
+            for entity, count in written.items():
+                self.metrics.count(entity, count)
+                self.metrics.foreign.pop(entity, None)
             for table in refused.values():
                 self.check_top(table)
             if duplicates:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from .pgoutput import UNCHANGED, Change, Relation
-from .values import commit_time, converter
+from .values import TEXT, commit_time, converter
 
 RESERVED = ("table_name", "action", "old", "commit_time", "commit_lsn")
 TYPES = {"I": "insert", "U": "update", "D": "delete"}
@@ -38,37 +38,61 @@ def format_lsn(lsn: int) -> str:
     return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
 
 
-def row(relation: Relation, values: list[object], fallback: list[object] | None = None,
-        wire: dict[str, str] | None = None) -> dict:
-    if not relation.converters:
-        wire = wire or {}
-        relation.converters = [(c.name, converter(c.type_oid, wire.get(c.name, "")))
-                               for c in relation.columns]
-    out = {}
-    for (name, convert), value, i in zip(relation.converters, values, range(len(values)),
-                                         strict=True):
-        if value is UNCHANGED:
-            value = fallback[i] if fallback is not None else None
-        out[name] = None if value is None else convert(value)
-    return out
+class Encoder:
+    """How one streamed table's changes become event data: its column names and converters
+    worked out once per Relation message (a schema change sends a new one, and gets a new
+    Encoder), so that each change only converts the values that need it. Text columns pass
+    through as they are."""
+
+    __slots__ = ("converted", "names", "source", "table")
+
+    def __init__(self, relation: Relation, table: Table, source: str = ""):
+        wire = table.wire or {}
+        self.table, self.source = table, source
+        self.names = [column.name for column in relation.columns]
+        converters = [converter(c.type_oid, wire.get(c.name, "")) for c in relation.columns]
+        self.converted = [(i, name, convert) for i, (name, convert)
+                          in enumerate(zip(self.names, converters, strict=True))
+                          if convert is not TEXT]
+
+    def fill(self, out: dict, values: list[object], fallback: list[object] | None = None,
+             update: bool = False) -> dict:
+        """The row's columns by name, added to `out`. An unchanged TOASTed value (only in an
+        update's new row) is taken from the old row when the table sends it."""
+        if update and UNCHANGED in values:
+            values = [(fallback[i] if fallback is not None else None)
+                      if value is UNCHANGED else value for i, value in enumerate(values)]
+        out.update(zip(self.names, values, strict=True))
+        for i, name, convert in self.converted:
+            value = values[i]
+            if value is not None:
+                out[name] = convert(value)
+        return out
+
+    def data(self, action: str, new: list[object] | None, old: list[object] | None,
+             commit_lsn: str, commit_iso: str) -> dict:
+        """The event data: table_name, action, the row's columns by name, old values, the
+        commit's time and position."""
+        data: dict = {"table_name": self.table.entity, "action": action}
+        old_row = self.fill({}, old) if old is not None else None
+        if action == "D":
+            data.update(old_row or {})
+        else:
+            self.fill(data, new or [], old, action == "U")
+        if old_row is not None:
+            data["old"] = old_row
+        data["commit_time"] = commit_iso
+        data["commit_lsn"] = commit_lsn
+        return data
 
 
 def change_data(relation: Relation, change: Change, table: Table, commit_lsn: int,
                 commit_us: int, commit_iso: str | None = None) -> dict:
-    """The event data: table_name, action, the row's columns by name, old values.
-
-    `commit_iso` is the commit time already formatted (once per transaction)."""
-    data: dict = {"table_name": table.entity, "action": change.action}
-    old = row(relation, change.old, wire=table.wire) if change.old is not None else None
-    if change.action == "D":
-        data.update(old or {})
-    else:
-        data.update(row(relation, change.new or [], change.old, table.wire))
-    if old is not None:
-        data["old"] = old
-    data["commit_time"] = commit_iso or commit_time(commit_us).isoformat()
-    data["commit_lsn"] = format_lsn(commit_lsn)
-    return data
+    """One decoded change's event data (Encoder.data); `commit_iso` is the commit time
+    already formatted."""
+    return Encoder(relation, table).data(change.action, change.new, change.old,
+                                         format_lsn(commit_lsn),
+                                         commit_iso or commit_time(commit_us).isoformat())
 
 
 def cloud_event(event_id: str, data: dict, table: Table, source: str, pubsub: str) -> bytes:

@@ -30,9 +30,9 @@ class Metrics:
         self.trimmed_unread: Counter[tuple[str, str]] = Counter()
         self.retention: dict[str, int] = {}  # entity -> retention_max_len, for alerts
 
-    def count(self, entity: str) -> None:
+    def count(self, entity: str, events: int = 1) -> None:
         with self.lock:
-            self.events[entity] += 1
+            self.events[entity] += events
 
     def observe_commit(self, commit_us: int) -> None:
         """Seconds from the last written transaction's commit to Redis having it."""

@@ -18,7 +18,12 @@ _UINT64 = struct.Struct("!Q")
 # Begin (final LSN, commit time, xid) and Commit (flags, commit LSN, end LSN, commit time)
 # read in one call each: with one-row transactions they are two of every three messages.
 _BEGIN = struct.Struct("!QqI")
-_COMMIT = struct.Struct("!bQQq")
+COMMIT = struct.Struct("!bQQq")
+# The relation oid of an Insert, Update or Delete (after the kind byte), and where an Insert's
+# new tuple starts: kind, oid, 'N'.
+RELATION_OID = struct.Struct("!I")
+INSERT_VALUES = 6
+_LENGTH = struct.Struct("!I").unpack_from
 UNCHANGED = object()  # an unchanged TOASTed value the server did not resend
 
 
@@ -48,7 +53,6 @@ class Relation:
     schema: str
     table: str
     columns: list[Column]
-    converters: list = field(default_factory=list)  # filled by the relay, once per relation
 
 
 @dataclass(slots=True)
@@ -87,27 +91,35 @@ class Reader:
         return value
 
     def tuple(self) -> list[object]:
-        data, pos = self.data, self.pos
-        count = int.from_bytes(data[pos:pos + 2], "big")
-        pos += 2
-        values: list[object] = []
-        append = values.append
-        for _ in range(count):
-            kind = data[pos]
-            pos += 1
-            if kind == 116 or kind == 98:  # 't' text, 'b' binary
-                length = int.from_bytes(data[pos:pos + 4], "big")
-                pos += 4
-                append(data[pos:pos + length].decode())
-                pos += length
-            elif kind == 110:  # 'n' null
-                append(None)
-            elif kind == 117:  # 'u' unchanged TOASTed value
-                append(UNCHANGED)
-            else:
-                raise ValueError(f"unknown tuple value kind {chr(kind)!r}")
-        self.pos = pos
+        values, self.pos = values_at(self.data, self.pos)
         return values
+
+
+def values_at(data: bytes, pos: int) -> tuple[list[object], int]:
+    """The column values of a TupleData starting at `pos` (text, None for NULL, UNCHANGED),
+    and the position after it. The relay reads an Insert's values with it straight from the
+    message (INSERT_VALUES), without decoding the message into a Change first; it runs for
+    every column of every change, hence the unrolled byte tests."""
+    count = (data[pos] << 8) | data[pos + 1]
+    pos += 2
+    values: list[object] = []
+    append = values.append
+    for _ in range(count):
+        kind = data[pos]
+        if kind == 116 or kind == 98:  # 't' text, 'b' binary
+            length = _LENGTH(data, pos + 1)[0]
+            pos += 5
+            append(data[pos:pos + length].decode())
+            pos += length
+        elif kind == 110:  # 'n' null
+            pos += 1
+            append(None)
+        elif kind == 117:  # 'u' unchanged TOASTed value
+            pos += 1
+            append(UNCHANGED)
+        else:
+            raise ValueError(f"unknown tuple value kind {chr(kind)!r}")
+    return values, pos
 
 
 def decode(data: bytes) -> Begin | Commit | Relation | Change | None:
@@ -116,7 +128,7 @@ def decode(data: bytes) -> Begin | Commit | Relation | Change | None:
     if kind == 66:  # 'B'
         return Begin(*_BEGIN.unpack_from(data, 1))
     if kind == 67:  # 'C'
-        _flags, commit_lsn, end_lsn, commit_time = _COMMIT.unpack_from(data, 1)
+        _flags, commit_lsn, end_lsn, commit_time = COMMIT.unpack_from(data, 1)
         return Commit(commit_lsn, end_lsn, commit_time)
     r = Reader(data)
     kind = r.byte()
