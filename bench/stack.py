@@ -27,7 +27,7 @@ entity {
   fields { name: "value" type: SQL_TYPE_DOUBLE constraints { not_null: true } }
   fields { name: "note" type: SQL_TYPE_TEXT }
   api { access { read: ["anon"] create: ["anon"] } }
-  stream { max_len: 2000000 }
+  stream { %s}
 }
 api {
   # Every benchmark client connects from 127.0.0.1; per-address limits would refuse them.
@@ -75,7 +75,11 @@ def percentile(values: list[float], p: float) -> float:
 
 
 @contextlib.contextmanager
-def running_stack(start_relay: bool = True, env: dict[str, str] | None = None):
+def running_stack(start_relay: bool = True, env: dict[str, str] | None = None,
+                  max_len: int | None = 2_000_000):
+    """The stack with the `reading` entity. Its stream keeps `max_len` entries: 2,000,000 by
+    default, so that benchmarks counting what the relay wrote find every event in Redis;
+    None for the product's default (100,000, trimmed about once a second)."""
     host = TestHost(f"crudbench{int(time.time()) % 100000}").enter()
     pg = PostgresServer({"fsync": "on", "synchronous_commit": "on"}).start()
     redis = RedisServer().start()
@@ -84,7 +88,8 @@ def running_stack(start_relay: bool = True, env: dict[str, str] | None = None):
         host.command(sys.executable, str(ROOT / "tests" / "recorder.py"), "3000",
                      str(work / "requests.jsonl")),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    message, sources = textproto.load(CONFIG, "bench.textproto")
+    stream = f"max_len: {max_len} " if max_len is not None else ""
+    message, sources = textproto.load(CONFIG % stream, "bench.textproto")
     files = generate(builder.build(message, sources))
     for rel, text in files.items():
         (work / rel).parent.mkdir(parents=True, exist_ok=True)
