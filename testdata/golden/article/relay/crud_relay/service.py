@@ -186,7 +186,7 @@ class Relay:
         each message's first byte instead of decoding it: an Insert, Update or Delete of a
         streamed table is kept as it came until its Commit, one of another table is skipped
         without reading its values, and Begin and Commit only open and close the list."""
-        changes: list[tuple[Encoder, bytes]] | None = None  # the open transaction's
+        changes: list[tuple[Encoder, bytes]] | None = None  # the open transaction's changes
         encoders = self.encoders
         oid_at = pgoutput.RELATION_OID.unpack_from
         last_feedback = time.monotonic()
