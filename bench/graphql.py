@@ -120,20 +120,18 @@ def main() -> None:
             idle: dict[str, list[float]] = {}
             # Not counted: the first requests of a fresh Node process run before its JIT
             # has compiled the paths (the first variant measured used to lose a third).
-            for port, body in ((80, LIST), (GraphqlServer.PORT, LIST), (80, CREATE),
-                               (GraphqlServer.PORT, CREATE)):
+            direct = GraphqlServer.PORT
+            for port, body in ((80, LIST), (direct, LIST), (80, CREATE), (direct, CREATE)):
                 http_rate(stack.host, port, body, args.warmup, args.clients)
+            pairs = ((("list via gateway", 80, LIST), ("list direct", direct, LIST)),
+                     (("create via gateway", 80, CREATE), ("create direct", direct, CREATE)))
             for round_number in range(args.rounds):
                 # Which of each pair goes first alternates between rounds: Node's speed
                 # drifts over a run (JIT, garbage collection, the table growing with the
                 # creates), and always measuring the gateway first would count the drift
                 # for or against it every time.
                 step = 1 if round_number % 2 == 0 else -1
-                for name, port, body in (
-                        *(("list via gateway", 80, LIST),
-                          ("list direct", GraphqlServer.PORT, LIST))[::step],
-                        *(("create via gateway", 80, CREATE),
-                          ("create direct", GraphqlServer.PORT, CREATE))[::step]):
+                for name, port, body in (run for pair in pairs for run in pair[::step]):
                     rows_before = count_rows(stack)
                     idle_before = idle_ticks()
                     rate, completed = http_rate(stack.host, port, body, args.seconds,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 
 from .pgoutput import UNCHANGED, Change, Relation
-from .values import TEXT, commit_time, converter
+from .values import as_text, commit_iso, converter
 
 RESERVED = ("table_name", "action", "old", "commit_time", "commit_lsn")
 TYPES = {"I": "insert", "U": "update", "D": "delete"}
@@ -53,7 +53,7 @@ class Encoder:
         converters = [converter(c.type_oid, wire.get(c.name, "")) for c in relation.columns]
         self.converted = [(i, name, convert) for i, (name, convert)
                           in enumerate(zip(self.names, converters, strict=True))
-                          if convert is not TEXT]
+                          if convert is not as_text]
 
     def fill(self, out: dict, values: list[object], fallback: list[object] | None = None,
              update: bool = False) -> dict:
@@ -87,12 +87,10 @@ class Encoder:
 
 
 def change_data(relation: Relation, change: Change, table: Table, commit_lsn: int,
-                commit_us: int, commit_iso: str | None = None) -> dict:
-    """One decoded change's event data (Encoder.data); `commit_iso` is the commit time
-    already formatted."""
+                commit_us: int) -> dict:
+    """One decoded change's event data (Encoder.data, as the relay writes it)."""
     return Encoder(relation, table).data(change.action, change.new, change.old,
-                                         format_lsn(commit_lsn),
-                                         commit_iso or commit_time(commit_us).isoformat())
+                                         format_lsn(commit_lsn), commit_iso(commit_us))
 
 
 def cloud_event(event_id: str, data: dict, table: Table, source: str, pubsub: str) -> bytes:

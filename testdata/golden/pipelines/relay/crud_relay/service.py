@@ -188,7 +188,7 @@ class Relay:
         without reading its values, and Begin and Commit only open and close the list."""
         changes: list[tuple[Encoder, bytes]] | None = None  # the open transaction's changes
         encoders = self.encoders
-        oid_at = pgoutput.RELATION_OID.unpack_from
+        oid_at = pgoutput.UINT32.unpack_from
         last_feedback = time.monotonic()
         while not self.stopping.is_set():
             message = cursor.read_message()

@@ -12,18 +12,15 @@ from dataclasses import dataclass, field
 _INT8 = struct.Struct("!b")
 _INT16 = struct.Struct("!h")
 _INT32 = struct.Struct("!i")
-_UINT32 = struct.Struct("!I")
+UINT32 = struct.Struct("!I")  # also an Insert, Update or Delete's relation oid
 _INT64 = struct.Struct("!q")
 _UINT64 = struct.Struct("!Q")
 # Begin (final LSN, commit time, xid) and Commit (flags, commit LSN, end LSN, commit time)
 # read in one call each: with one-row transactions they are two of every three messages.
 _BEGIN = struct.Struct("!QqI")
 COMMIT = struct.Struct("!bQQq")
-# The relation oid of an Insert, Update or Delete (after the kind byte), and where an Insert's
-# new tuple starts: kind, oid, 'N'.
-RELATION_OID = struct.Struct("!I")
+# Where an Insert's new tuple starts: kind, relation oid, 'N'.
 INSERT_VALUES = 6
-_LENGTH = struct.Struct("!I").unpack_from
 UNCHANGED = object()  # an unchanged TOASTed value the server did not resend
 
 
@@ -107,7 +104,7 @@ def values_at(data: bytes, pos: int) -> tuple[list[object], int]:
     for _ in range(count):
         kind = data[pos]
         if kind == 116 or kind == 98:  # 't' text, 'b' binary
-            length = _LENGTH(data, pos + 1)[0]
+            length = UINT32.unpack_from(data, pos + 1)[0]
             pos += 5
             append(data[pos:pos + length].decode())
             pos += length
@@ -133,23 +130,23 @@ def decode(data: bytes) -> Begin | Commit | Relation | Change | None:
     r = Reader(data)
     kind = r.byte()
     if kind == "R":
-        oid = r.take(_UINT32)
+        oid = r.take(UINT32)
         schema, table = r.cstring(), r.cstring()
         r.byte()  # replica identity setting
         columns = []
         for _ in range(r.take(_INT16)):
             r.take(_INT8)  # flags (part of the key)
             name = r.cstring()
-            type_oid = r.take(_UINT32)
+            type_oid = r.take(UINT32)
             r.take(_INT32)  # type modifier
             columns.append(Column(name, type_oid))
         return Relation(oid, schema or "pg_catalog", table, columns)
     if kind == "I":
-        oid = r.take(_UINT32)
+        oid = r.take(UINT32)
         r.byte()  # 'N'
         return Change("I", oid, new=r.tuple())
     if kind == "U":
-        oid = r.take(_UINT32)
+        oid = r.take(UINT32)
         marker = r.byte()
         old = None
         if marker in ("K", "O"):
@@ -157,7 +154,7 @@ def decode(data: bytes) -> Begin | Commit | Relation | Change | None:
             marker = r.byte()
         return Change("U", oid, new=r.tuple(), old=old)
     if kind == "D":
-        oid = r.take(_UINT32)
+        oid = r.take(UINT32)
         r.byte()  # 'K' or 'O'
         return Change("D", oid, old=r.tuple())
     return None  # Truncate, Type, Origin, Message

@@ -87,11 +87,9 @@ def parse_array(text: str, element: Callable[[str], object]) -> list[object]:
     return items
 
 
-def _text(text: str) -> str:
+def as_text(text: str) -> str:
+    """The converter of columns shown as they are (the relay's Encoder skips calling it)."""
     return text
-
-
-TEXT = _text  # the converter of columns shown as they are (the relay skips calling it)
 
 
 SCALARS: dict[int, Callable[[str], object]] = {
@@ -102,7 +100,7 @@ SCALARS: dict[int, Callable[[str], object]] = {
 ARRAYS: dict[int, Callable[[str], object]] = {
     1000: _bool, 1005: int, 1007: int, 1016: int, 1021: _number, 1022: _number,
     1231: _number, 199: _json, 3807: _json, 1115: _timestamp, 1185: _timestamp,
-    1009: _text, 1015: _text, 2951: _text, 1182: _text, 1183: _text, 1014: _text,
+    1009: as_text, 1015: as_text, 2951: as_text, 1182: as_text, 1183: as_text, 1014: as_text,
 }
 
 
@@ -157,7 +155,7 @@ def _time_of_day(text: str) -> dict[str, int]:
 
 # Columns in a wire domain (relay.json names them: pgoutput only gives the domain's oid).
 WIRE: dict[str, Callable[[str], object]] = {
-    "int64": _text, "decimal": _text, "bytes": _bytes, "duration": _duration,
+    "int64": as_text, "decimal": as_text, "bytes": _bytes, "duration": _duration,
     "date": _date, "time_of_day": _time_of_day,
 }
 
@@ -175,7 +173,7 @@ def converter(type_oid: int, wire: str = "") -> Callable[[str], object]:
     element = ARRAYS.get(type_oid)
     if element is not None:
         return lambda text: parse_array(text, element)
-    return _text
+    return as_text
 
 
 def commit_time(microseconds: int) -> datetime:
