@@ -7,14 +7,12 @@ Origin and Message are recognised and skipped). Column values arrive as text.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 _INT8 = struct.Struct("!b")
 _INT16 = struct.Struct("!h")
 _INT32 = struct.Struct("!i")
 UINT32 = struct.Struct("!I")  # also an Insert, Update or Delete's relation oid
-_INT64 = struct.Struct("!q")
-_UINT64 = struct.Struct("!Q")
 # Begin (final LSN, commit time, xid) and Commit (flags, commit LSN, end LSN, commit time)
 # read in one call each: with one-row transactions they are two of every three messages.
 _BEGIN = struct.Struct("!QqI")
@@ -60,7 +58,6 @@ class Change:
     relation_oid: int
     new: list[object] | None = None
     old: list[object] | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Reader:
